@@ -1,0 +1,139 @@
+"""The one place that wires adapters from configuration.
+
+Entry points (receiver, worker, CLI) call `build_services`; tests pass their own Settings (or
+swap any field of the returned Services) instead of patching modules.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+
+import httpx
+import openai
+
+from app.adapters.chatwoot import ChatwootClient
+from app.adapters.llm import ReplyGenerator
+from app.config import ConfigError, Settings
+from app.domain.personas import PERSONAS
+from app.intake import WebhookIntake
+from app.leads import LeadIntake
+from app.store.base import Store
+from app.store.sqlite import SqliteStore
+from app.webhook_auth import WebhookAuth
+from tasks.pipeline import PipelineSettings, ReplyPipeline
+from tasks.queue import HueyJobQueue, build_huey
+
+DEFAULT_BROKER_CAPACITY = 100
+CHATWOOT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+def build_store(settings: Settings) -> Store:
+    if settings.uses_supabase:
+        raise ConfigError(
+            "SUPABASE_URL is set, but this build ships only the embedded SQLite store; "
+            "unset SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
+        )
+    return SqliteStore(settings.store_path)
+
+
+def prepare_store(store: Store) -> None:
+    """Create the schema and the five brokers if absent (the embedded default needs no setup)."""
+    store.init_schema()
+    store.seed_brokers(PERSONAS, max_concurrent_chats=DEFAULT_BROKER_CAPACITY)
+
+
+def build_chatwoot(settings: Settings, *, pool_size: int = 20) -> ChatwootClient | None:
+    if not settings.chatwoot_configured:
+        return None
+    assert settings.chatwoot_base_url and settings.chatwoot_account_id
+    assert settings.chatwoot_api_token
+    http = httpx.Client(
+        timeout=CHATWOOT_TIMEOUT,
+        limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+    )
+    return ChatwootClient(
+        http,
+        base_url=settings.chatwoot_base_url,
+        account_id=settings.chatwoot_account_id,
+        api_token=settings.chatwoot_api_token,
+        bot_token=settings.chatwoot_bot_token,
+    )
+
+
+def build_generator(settings: Settings) -> ReplyGenerator:
+    if not settings.openai_api_key:
+        raise ConfigError("OPENAI_API_KEY is not set: the worker needs it to write replies")
+    client = openai.OpenAI(
+        api_key=settings.openai_api_key,
+        base_url=settings.openai_base_url,
+        # The pipeline retries whole jobs; SDK retries would only stretch the worst case.
+        max_retries=0,
+        timeout=settings.llm_timeout_s,
+    )
+    return ReplyGenerator(client, model=settings.openai_model, timeout_s=settings.llm_timeout_s)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    queue: HueyJobQueue
+    webhook_auth: WebhookAuth
+    intake: WebhookIntake
+    chatwoot: ChatwootClient | None
+    leads: LeadIntake | None
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    _pipeline: ReplyPipeline | None = None
+
+    def pipeline(self) -> ReplyPipeline:
+        """The reply pipeline, built on first use (only worker processes need the LLM)."""
+        if self._pipeline is None:
+            self.settings.require_chatwoot()
+            assert self.chatwoot is not None
+            self._pipeline = ReplyPipeline(
+                store=self.store,
+                chatwoot=self.chatwoot,
+                generator=build_generator(self.settings),
+                queue=self.queue,
+                settings=PipelineSettings(
+                    response_delay_scale=self.settings.response_delay_scale,
+                    send_rate_per_s=self.settings.queue_rate_limit,
+                ),
+                worker_id=f"{self.worker_id}:{uuid.uuid4().hex[:6]}",
+            )
+        return self._pipeline
+
+
+def build_services(settings: Settings, *, worker: bool = False) -> Services:
+    store = build_store(settings)
+    pool = settings.worker_concurrency + 8 if worker else 20
+    chatwoot = build_chatwoot(settings, pool_size=pool)
+    services: Services
+
+    def pipeline() -> ReplyPipeline:
+        # Bound late: only a worker process ever runs a task and builds the pipeline.
+        return services.pipeline()
+
+    queue = HueyJobQueue(build_huey(settings), pipeline)
+    leads = (
+        LeadIntake(store, queue, chatwoot, inbox_id=settings.chatwoot_inbox_id)
+        if chatwoot is not None and settings.chatwoot_inbox_id is not None
+        else None
+    )
+    services = Services(
+        settings=settings,
+        store=store,
+        queue=queue,
+        webhook_auth=WebhookAuth(
+            secret=settings.chatwoot_webhook_secret,
+            token=settings.webhook_token,
+            allow_unauthenticated=settings.allow_unauthenticated_webhooks,
+        ),
+        intake=WebhookIntake(store, queue),
+        chatwoot=chatwoot,
+        leads=leads,
+    )
+    return services

@@ -1,0 +1,118 @@
+"""The `ai-broker` command. Heavy imports happen inside each command: `worker` must apply
+gevent's monkey-patching before anything opens a socket or starts a thread."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "worker":
+        from gevent import monkey
+
+        monkey.patch_all()
+
+    from app.config import ConfigError, Settings
+    from app.logs import configure_logging
+
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.log_level, settings.log_format, process=args.command)
+        return int(args.run(settings, args) or 0)
+    except ConfigError as exc:
+        sys.stderr.write(f"ai-broker {args.command}: configuration error: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _web(settings: Settings, _: argparse.Namespace) -> int:
+    from app.server import run_web
+
+    run_web(settings)
+    return 0
+
+
+def _worker(settings: Settings, _: argparse.Namespace) -> int:
+    from tasks.worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    return run_demo(
+        settings,
+        duration_s=args.duration,
+        conversations=args.conversations,
+        delay_scale=args.delay_scale,
+    )
+
+
+def _doctor(settings: Settings, _: argparse.Namespace) -> int:
+    from app.doctor import run_doctor
+
+    return run_doctor(settings)
+
+
+def _db_init(settings: Settings, _: argparse.Namespace) -> int:
+    from app.bootstrap import build_store
+
+    store = build_store(settings)
+    store.init_schema()
+    sys.stdout.write(f"schema ready in {settings.store_path}\n")
+    return 0
+
+
+def _brokers_seed(settings: Settings, args: argparse.Namespace) -> int:
+    from app.bootstrap import build_store
+    from app.domain.personas import PERSONAS
+
+    store = build_store(settings)
+    store.init_schema()
+    inserted = store.seed_brokers(PERSONAS, max_concurrent_chats=args.capacity)
+    sys.stdout.write(f"{inserted} broker(s) added, {len(PERSONAS) - inserted} already present\n")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ai-broker", description="NextNest AI mortgage brokers for Chatwoot"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("web", help="the webhook and lead-form receiver").set_defaults(run=_web)
+    commands.add_parser("worker", help="the reply pipeline worker").set_defaults(run=_worker)
+    demo = commands.add_parser("demo", help="everything, with local sandboxes and traffic")
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--conversations", type=int, default=6, help="conversations at a time")
+    demo.add_argument(
+        "--delay-scale", type=float, default=None, help="RESPONSE_DELAY_SCALE for the demo"
+    )
+    demo.set_defaults(run=_demo)
+    commands.add_parser("doctor", help="check every configured dependency").set_defaults(
+        run=_doctor
+    )
+    db = commands.add_parser("db", help="store schema").add_subparsers(
+        dest="db_command", required=True, metavar="SUBCOMMAND"
+    )
+    db.add_parser("init", help="create the schema").set_defaults(run=_db_init)
+    brokers = commands.add_parser("brokers", help="broker personas").add_subparsers(
+        dest="brokers_command", required=True, metavar="SUBCOMMAND"
+    )
+    seed = brokers.add_parser("seed", help="insert the five personas if absent")
+    seed.add_argument("--capacity", type=int, default=100, help="max concurrent chats each")
+    seed.set_defaults(run=_brokers_seed)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""Configuration: the one place that reads the environment (and `.env`).
+
+Every setting has a documented default (docs/configuration.md). A missing or invalid value
+raises `ConfigError` naming the variable, so a process stops at start with one clear line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable and what to do."""
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(".ai-broker")
+    redis_url: str | None = None
+    supabase_url: str | None = None
+    supabase_service_role_key: str | None = field(default=None, repr=False)
+
+    chatwoot_base_url: str | None = None
+    chatwoot_account_id: int | None = None
+    chatwoot_inbox_id: int | None = None
+    chatwoot_api_token: str | None = field(default=None, repr=False)
+    chatwoot_bot_token: str | None = field(default=None, repr=False)
+    chatwoot_webhook_secret: str | None = field(default=None, repr=False)
+    webhook_token: str | None = field(default=None, repr=False)
+    allow_unauthenticated_webhooks: bool = False
+
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-5-mini"
+    llm_timeout_s: float = 20.0
+
+    n8n_webhook_url: str | None = None
+    enable_ai_broker: bool = True
+    rollout_percentage: int = 0
+    rollout_shadow: bool = False
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    console_port: int = 8501
+    web_concurrency: int = 2
+    worker_concurrency: int = 32
+    queue_rate_limit: float = 10.0
+    response_delay_scale: float = 1.0
+
+    admin_token: str | None = field(default=None, repr=False)
+    form_token: str | None = field(default=None, repr=False)
+    console_password: str | None = field(default=None, repr=False)
+    slack_webhook_url: str | None = field(default=None, repr=False)
+
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / "store.db"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.data_dir / "queue.db"
+
+    @property
+    def uses_supabase(self) -> bool:
+        return bool(self.supabase_url and self.supabase_service_role_key)
+
+    @property
+    def chatwoot_configured(self) -> bool:
+        return bool(
+            self.chatwoot_base_url
+            and self.chatwoot_account_id is not None
+            and self.chatwoot_api_token
+        )
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, dotenv_path: Path | None = None
+    ) -> Settings:
+        """Build settings from `environ` (default: os.environ over `./.env`)."""
+        if environ is None:
+            path = dotenv_path if dotenv_path is not None else Path.cwd() / ".env"
+            file_values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+            environ = {**file_values, **os.environ}
+        env = _Env(environ)
+        settings = cls(
+            data_dir=Path(env.text("DATA_DIR") or ".ai-broker"),
+            redis_url=env.text("REDIS_URL"),
+            supabase_url=env.text("SUPABASE_URL"),
+            supabase_service_role_key=env.text("SUPABASE_SERVICE_ROLE_KEY"),
+            chatwoot_base_url=(env.text("CHATWOOT_BASE_URL") or "").rstrip("/") or None,
+            chatwoot_account_id=env.integer("CHATWOOT_ACCOUNT_ID", None, minimum=1),
+            chatwoot_inbox_id=env.integer("CHATWOOT_INBOX_ID", None, minimum=1),
+            chatwoot_api_token=env.text("CHATWOOT_API_TOKEN"),
+            chatwoot_bot_token=env.text("CHATWOOT_BOT_TOKEN"),
+            chatwoot_webhook_secret=env.text("CHATWOOT_WEBHOOK_SECRET"),
+            webhook_token=env.text("WEBHOOK_TOKEN"),
+            allow_unauthenticated_webhooks=env.boolean("ALLOW_UNAUTHENTICATED_WEBHOOKS", False),
+            openai_api_key=env.text("OPENAI_API_KEY"),
+            openai_base_url=env.text("OPENAI_BASE_URL"),
+            openai_model=env.text("OPENAI_MODEL") or "gpt-5-mini",
+            llm_timeout_s=env.number("LLM_TIMEOUT_S", 20.0, minimum=0.1),
+            n8n_webhook_url=env.text("N8N_AI_BROKER_WEBHOOK_URL"),
+            enable_ai_broker=env.boolean("ENABLE_AI_BROKER", True),
+            rollout_percentage=env.integer("ROLLOUT_PERCENTAGE", 0, minimum=0, maximum=100) or 0,
+            rollout_shadow=env.boolean("ROLLOUT_SHADOW", False),
+            host=env.text("HOST") or "127.0.0.1",
+            port=env.integer("PORT", 8000, minimum=1, maximum=65535) or 8000,
+            console_port=env.integer("CONSOLE_PORT", 8501, minimum=1, maximum=65535) or 8501,
+            web_concurrency=env.integer("WEB_CONCURRENCY", 2, minimum=1, maximum=64) or 2,
+            worker_concurrency=env.integer("WORKER_CONCURRENCY", 32, minimum=1, maximum=1000) or 32,
+            queue_rate_limit=env.number("QUEUE_RATE_LIMIT", 10.0, minimum=0.1),
+            response_delay_scale=env.number("RESPONSE_DELAY_SCALE", 1.0, minimum=0.0),
+            admin_token=env.text("ADMIN_TOKEN"),
+            form_token=env.text("FORM_TOKEN"),
+            console_password=env.text("CONSOLE_PASSWORD"),
+            slack_webhook_url=env.text("SLACK_WEBHOOK_URL"),
+            log_level=(env.text("LOG_LEVEL") or "INFO").upper(),
+            log_format=(env.text("LOG_FORMAT") or "text").lower(),
+        )
+        if settings.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        if settings.log_format not in {"text", "json"}:
+            raise ConfigError("LOG_FORMAT must be 'text' or 'json'")
+        if bool(settings.supabase_url) != bool(settings.supabase_service_role_key):
+            raise ConfigError(
+                "SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY must be set together "
+                "(or both left unset for the embedded SQLite store)"
+            )
+        return settings
+
+    def require_chatwoot(self) -> None:
+        missing = [
+            name
+            for name, value in (
+                ("CHATWOOT_BASE_URL", self.chatwoot_base_url),
+                ("CHATWOOT_ACCOUNT_ID", self.chatwoot_account_id),
+                ("CHATWOOT_INBOX_ID", self.chatwoot_inbox_id),
+                ("CHATWOOT_API_TOKEN", self.chatwoot_api_token),
+            )
+            if value in (None, "")
+        ]
+        if missing:
+            raise ConfigError(
+                f"{missing[0]} is not set: the worker needs the Chatwoot installation "
+                f"(missing: {', '.join(missing)}); see docs/configuration.md"
+            )
+
+    def require_webhook_auth(self) -> None:
+        if not (
+            self.chatwoot_webhook_secret
+            or self.webhook_token
+            or self.allow_unauthenticated_webhooks
+        ):
+            raise ConfigError(
+                "CHATWOOT_WEBHOOK_SECRET is not set: set it to the webhook's or agent bot's "
+                "secret (or WEBHOOK_TOKEN for Chatwoot < 4.11.2); "
+                "ALLOW_UNAUTHENTICATED_WEBHOOKS=true accepts unsigned webhooks (local use only)"
+            )
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.text(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigError(f"{name} must be true or false, not {value!r}")
+
+    def integer(
+        self,
+        name: str,
+        default: int | None,
+        *,
+        minimum: int | None = None,
+        maximum: int | None = None,
+    ) -> int | None:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+        _check_range(name, number, minimum, maximum)
+        return number
+
+    def number(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        value = self.text(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{name} must be a finite number")
+        _check_range(name, number, minimum, None)
+        return number
+
+
+def _check_range(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, not {value:g}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum:g}, not {value:g}")

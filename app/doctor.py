@@ -1,0 +1,122 @@
+"""`ai-broker doctor`: one line per dependency, and what to do about each failure."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from app.bootstrap import build_chatwoot, build_generator, build_store
+from app.config import ConfigError, Settings
+from tasks.queue import build_huey
+
+CHECK_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    required: bool
+    detail: str
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else ("FAIL" if self.required else "warn")
+        return f"[{mark}] {self.name:<9} {self.detail}"
+
+
+def run_doctor(settings: Settings, *, out: Callable[[str], object] = sys.stdout.write) -> int:
+    results = [
+        _check("store", True, lambda: _store(settings)),
+        _check("queue", True, lambda: _queue(settings)),
+        _check("chatwoot", True, lambda: _chatwoot(settings)),
+        _check("openai", True, lambda: _openai(settings)),
+        _check("webhooks", True, lambda: _webhook_auth(settings)),
+        _check(
+            "n8n",
+            False,
+            lambda: _optional_url(settings.n8n_webhook_url, "N8N_AI_BROKER_WEBHOOK_URL"),
+        ),
+        _check(
+            "slack",
+            False,
+            lambda: _optional_url(settings.slack_webhook_url, "SLACK_WEBHOOK_URL", probe=False),
+        ),
+    ]
+    for result in results:
+        out(result.line() + "\n")
+    failed = [r for r in results if r.required and not r.ok]
+    out(f"{len(results) - len(failed)}/{len(results)} checks passed\n")
+    return 1 if failed else 0
+
+
+def _check(name: str, required: bool, probe: Callable[[], str]) -> CheckResult:
+    try:
+        return CheckResult(name, True, required, probe())
+    except ConfigError as exc:
+        return CheckResult(name, False, required, str(exc))
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one readable line
+        return CheckResult(name, False, required, f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _store(settings: Settings) -> str:
+    store = build_store(settings)
+    try:
+        store.ping()
+        brokers = store.list_brokers()
+    finally:
+        store.close()
+    if not brokers:
+        raise ConfigError("no brokers: run `ai-broker brokers seed`")
+    return f"SQLite {settings.store_path} (schema ok, {len(brokers)} brokers)"
+
+
+def _queue(settings: Settings) -> str:
+    huey = build_huey(settings)
+    pending = huey.pending_count()
+    backend = (
+        f"Redis {settings.redis_url}" if settings.redis_url else f"SQLite {settings.queue_path}"
+    )
+    return f"{backend} ({pending} pending)"
+
+
+def _chatwoot(settings: Settings) -> str:
+    settings.require_chatwoot()
+    client = build_chatwoot(settings)
+    assert client is not None
+    client.ping()
+    bot = "bot token set" if settings.chatwoot_bot_token else "no bot token (replies as the user)"
+    return f"{settings.chatwoot_base_url} account {settings.chatwoot_account_id} ({bot})"
+
+
+def _openai(settings: Settings) -> str:
+    build_generator(settings).ping()
+    return f"model {settings.openai_model} at {settings.openai_base_url or 'api.openai.com'}"
+
+
+def _webhook_auth(settings: Settings) -> str:
+    settings.require_webhook_auth()
+    if settings.chatwoot_webhook_secret:
+        return "HMAC signatures required (CHATWOOT_WEBHOOK_SECRET)"
+    if settings.webhook_token:
+        return "URL token required (WEBHOOK_TOKEN)"
+    return "UNAUTHENTICATED (ALLOW_UNAUTHENTICATED_WEBHOOKS=true): local use only"
+
+
+def _optional_url(url: str | None, variable: str, *, probe: bool = True) -> str:
+    if not url:
+        return f"not configured ({variable}; optional)"
+    if probe:
+        # Any HTTP answer proves the host is reachable; only a network failure is a failure.
+        httpx.head(url, timeout=CHECK_TIMEOUT_S)
+    return f"configured ({variable})"
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

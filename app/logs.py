@@ -1,0 +1,62 @@
+"""Logging set-up: text or one JSON object per line, with contact details masked.
+
+Names, ids and reasons are fine to log; emails and phone numbers are not, so a filter masks any
+that slip into a message (for example inside an upstream error text).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
+_PHONE = re.compile(r"\+?\d[\d \-]{6,}(\d{2})")
+
+
+def mask_contact_details(text: str) -> str:
+    text = _EMAIL.sub(r"\1***@\2", text)
+    return _PHONE.sub(r"***\1", text)
+
+
+class ContactDetailsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_contact_details(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text", *, process: str = "") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContactDetailsFilter())
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        prefix = f"{process} " if process else ""
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # Per-request lines from HTTP clients would drown the pipeline's own log.
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "huey.consumer.Scheduler"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,0 +1,81 @@
+"""Prometheus text exposition of what the store knows (shared by every process)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+from app.intake import WEBHOOK_COUNTER
+from app.store.base import Store
+
+LATENCY_BUCKETS_S = (1, 2, 3, 4, 5, 6, 8, 10, 15, 30, 60)
+LATENCY_WINDOW_S = 3600
+
+
+def render_metrics(
+    store: Store, queue_depth: Mapping[str, int], *, now: float | None = None
+) -> str:
+    now = time.time() if now is None else now
+    lines: list[str] = []
+    _family(
+        lines,
+        "ai_broker_webhooks_total",
+        "counter",
+        "Chatwoot webhooks by outcome (status:reason)",
+        (
+            (f'outcome="{_escape(label)}"', value)
+            for label, value in store.counters(WEBHOOK_COUNTER).items()
+        ),
+    )
+    _family(
+        lines,
+        "ai_broker_jobs",
+        "gauge",
+        "Reply jobs in the ledger by state",
+        ((f'state="{state}"', n) for state, n in sorted(store.job_state_counts().items())),
+    )
+    _family(
+        lines,
+        "ai_broker_queue_depth",
+        "gauge",
+        "Tasks in the queue (pending, scheduled)",
+        ((f'kind="{kind}"', n) for kind, n in queue_depth.items()),
+    )
+    brokers = store.list_brokers()
+    _family(
+        lines,
+        "ai_broker_broker_workload",
+        "gauge",
+        "Conversations a broker is replying to now",
+        ((f'broker="{b.id}"', b.current_workload) for b in brokers),
+    )
+    _family(
+        lines,
+        "ai_broker_broker_capacity",
+        "gauge",
+        "Most conversations a broker replies to at once",
+        ((f'broker="{b.id}"', b.max_concurrent_chats) for b in brokers),
+    )
+    latencies = store.reply_latencies(since=now - LATENCY_WINDOW_S)
+    lines.append("# HELP ai_broker_reply_latency_seconds Customer message to reply sent, last hour")
+    lines.append("# TYPE ai_broker_reply_latency_seconds histogram")
+    for bound in LATENCY_BUCKETS_S:
+        count = sum(1 for value in latencies if value <= bound)
+        lines.append(f'ai_broker_reply_latency_seconds_bucket{{le="{bound}"}} {count}')
+    lines.append(f'ai_broker_reply_latency_seconds_bucket{{le="+Inf"}} {len(latencies)}')
+    lines.append(f"ai_broker_reply_latency_seconds_sum {sum(latencies):.3f}")
+    lines.append(f"ai_broker_reply_latency_seconds_count {len(latencies)}")
+    return "\n".join(lines) + "\n"
+
+
+def _family(
+    lines: list[str], name: str, kind: str, help_text: str, samples: Iterable[tuple[str, int]]
+) -> None:
+    lines.append(f"# HELP {name} {help_text}")
+    lines.append(f"# TYPE {name} {kind}")
+    for labels, value in samples:
+        lines.append(f"{name}{{{labels}}} {value}")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

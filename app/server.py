@@ -1,0 +1,60 @@
+"""`ai-broker web`: the receiver under gunicorn (WEB_CONCURRENCY processes)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+
+from app.bootstrap import build_services, prepare_store
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+THREADS_PER_PROCESS = 8
+
+
+class ReceiverServer(BaseApplication):
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        super().__init__()
+
+    def load_config(self) -> None:
+        settings = self._settings
+        options: dict[str, Any] = {
+            "bind": f"{settings.host}:{settings.port}",
+            "workers": settings.web_concurrency,
+            # Threads let a slow lead form (it calls Chatwoot) not hold up webhooks.
+            "worker_class": "gthread",
+            "threads": THREADS_PER_PROCESS,
+            "timeout": 30,
+            "graceful_timeout": 10,
+            "keepalive": 5,
+            "accesslog": None,
+            "loglevel": settings.log_level.lower(),
+            "proc_name": "ai-broker-web",
+        }
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        # Imported here so each forked worker builds its own store connections and clients.
+        from app.web import create_app
+
+        return create_app(self._settings)
+
+
+def run_web(settings: Settings) -> None:
+    settings.require_webhook_auth()
+    services = build_services(settings)
+    prepare_store(services.store)
+    services.store.close()
+    log.info(
+        "receiver on http://%s:%s (%d processes)",
+        settings.host,
+        settings.port,
+        settings.web_concurrency,
+    )
+    ReceiverServer(settings).run()

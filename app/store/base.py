@@ -1,0 +1,187 @@
+"""The store interface: brokers and capacity, conversations, the reply-job ledger.
+
+SQLite implements it for the embedded default; the Supabase store implements the same
+contract (tests/integration/test_store_contract.py runs against every backend). Every method
+that must be atomic across processes is one call here, so a backend can make it one
+transaction or one database function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from app.domain.events import InboundMessage
+from app.domain.jobs import JobState, ReplyJob
+from app.domain.personas import BrokerPersona
+from app.store.models import (
+    Broker,
+    BrokerConversation,
+    Claim,
+    ConversationStatus,
+    InboundOutcome,
+    ReapedJob,
+    WorkerHeartbeat,
+)
+
+
+class StoreError(RuntimeError):
+    """The store could not complete an operation (unreachable, locked too long, ...)."""
+
+
+class Store(Protocol):
+    # -- lifecycle ---------------------------------------------------------------------------
+    def init_schema(self) -> None: ...
+    def ping(self) -> None: ...
+    def close(self) -> None: ...
+
+    # -- brokers and capacity ----------------------------------------------------------------
+    def seed_brokers(self, personas: Iterable[BrokerPersona], *, max_concurrent_chats: int) -> int:
+        """Insert the personas that are absent; return how many were inserted."""
+        ...
+
+    def list_brokers(self) -> list[Broker]: ...
+
+    def assign_broker(
+        self,
+        conversation_id: int,
+        preferred_broker_id: str | None,
+        *,
+        contact_id: int | None = None,
+        lead_score: int | None = None,
+        lead_profile: Mapping[str, object] | None = None,
+        now: float,
+    ) -> BrokerConversation:
+        """The conversation's broker: the existing assignment, else the preferred broker when
+        it has capacity, else the least-loaded active broker (preferred one if all are full)."""
+        ...
+
+    def get_conversation(self, conversation_id: int) -> BrokerConversation | None: ...
+
+    def hold_capacity(self, job_id: str, broker_id: str, *, now: float) -> bool:
+        """Count the job in its broker's workload, once. False when the broker is full (or the
+        job has already finished, so nothing would ever release the slot)."""
+        ...
+
+    def release_capacity(self, job_id: str, *, now: float) -> None:
+        """Take the job out of its broker's workload, once; never below zero."""
+        ...
+
+    def set_conversation_status(
+        self, conversation_id: int, status: ConversationStatus, reason: str, *, now: float
+    ) -> list[str]:
+        """Mark a conversation handed off or taken by a human; cancel its unsent reply jobs
+        (state skipped, capacity released). Returns the skipped job ids."""
+        ...
+
+    def record_delivered_reply(
+        self,
+        conversation_id: int,
+        broker_id: str,
+        *,
+        customer_messages: int,
+        handoff_reason: str | None,
+        now: float,
+    ) -> None:
+        """Metrics after a reply: message counts, and the handoff when there was one."""
+        ...
+
+    # -- the reply-job ledger ----------------------------------------------------------------
+    def record_inbound(
+        self, message: InboundMessage, *, delivery_id: str | None, now: float
+    ) -> InboundOutcome:
+        """Atomically: dedupe on delivery id and message id, refuse conversations a human has,
+        and create the reply job in state queued."""
+        ...
+
+    def create_greeting_job(self, conversation_id: int, broker_id: str, *, now: float) -> ReplyJob:
+        """A greeting job (queued), remembered as the conversation's greeting."""
+        ...
+
+    def get_job(self, job_id: str) -> ReplyJob | None: ...
+
+    def list_jobs(
+        self,
+        *,
+        states: Iterable[JobState] | None = None,
+        conversation_id: int | None = None,
+        limit: int = 100,
+    ) -> list[ReplyJob]: ...
+
+    def prepare_job(
+        self,
+        job_id: str,
+        *,
+        broker_id: str,
+        delay_s: float,
+        escalation_reason: str | None,
+        now: float,
+    ) -> ReplyJob | None:
+        """queued -> waiting, due after the human-like delay. None if the job is not queued."""
+        ...
+
+    def claim_job(
+        self, job_id: str, *, owner: str, lease_s: float, coalesce_window_s: float, now: float
+    ) -> Claim:
+        """Atomically take a due job for sending (waiting, or running with an expired lease).
+
+        Burst rule: if a newer customer message of the same conversation is still unsent and
+        this one is younger than `coalesce_window_s`, this job is merged into the newest one
+        (DEFERRED). Otherwise older unsent messages of the conversation are merged into this
+        job, and the batch lists every message the reply must answer."""
+        ...
+
+    def renew_lease(self, job_id: str, *, owner: str, lease_s: float, now: float) -> bool: ...
+
+    def begin_send(self, job_id: str, *, owner: str, now: float) -> ReplyJob | None:
+        """Last check before posting: the job is still ours and running. Stamps send_started_at
+        and returns the job as it was before (so a re-run can see an earlier send attempt)."""
+        ...
+
+    def finish_job(
+        self,
+        job_id: str,
+        *,
+        owner: str | None,
+        state: JobState,
+        now: float,
+        reply_text: str | None = None,
+        reply_message_id: int | None = None,
+        used_fallback: bool = False,
+        fallback_reason: str | None = None,
+        error: str | None = None,
+        error_detail: str | None = None,
+    ) -> bool:
+        """Move a job to a terminal state and release its capacity. False if not ours."""
+        ...
+
+    def retry_job(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        due_at: float,
+        error: str,
+        error_detail: str | None,
+        now: float,
+    ) -> bool:
+        """running -> waiting for another attempt at `due_at`. False if not ours."""
+        ...
+
+    def reap(self, *, now: float, stale_after_s: float, limit: int = 500) -> list[ReapedJob]:
+        """Jobs whose Huey task was lost: running with an expired lease, or queued/waiting and
+        overdue by `stale_after_s`. Each is touched so only one reaper re-enqueues it."""
+        ...
+
+    # -- shared runtime state ----------------------------------------------------------------
+    def acquire_send_slot(self, rate_per_s: float, *, now: float) -> float:
+        """Take a send slot under the global rate; returns 0, or seconds to wait and retry."""
+        ...
+
+    def heartbeat(self, beat: WorkerHeartbeat) -> None: ...
+    def live_workers(self, *, since: float) -> list[WorkerHeartbeat]: ...
+    def count(self, name: str, label: str, amount: int = 1) -> None: ...
+    def counters(self, name: str) -> dict[str, int]: ...
+    def job_state_counts(self) -> dict[str, int]: ...
+    def reply_latencies(self, *, since: float) -> list[float]: ...
+    def prune(self, *, now: float, keep_deliveries_s: float = 86400.0) -> None: ...

@@ -1,0 +1,98 @@
+"""Records the store returns, shared by every store backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from app.domain.jobs import ReplyJob
+
+
+class ConversationStatus(StrEnum):
+    BOT = "bot"  # the AI broker answers
+    HANDED_OFF = "handed_off"  # the broker asked for a human
+    HUMAN = "human"  # a human replied, was assigned, or opened the conversation
+
+
+@dataclass(frozen=True)
+class Broker:
+    id: str
+    name: str
+    persona_type: str
+    title: str
+    specialty: str
+    is_active: bool
+    current_workload: int
+    max_concurrent_chats: int
+    total_conversations: int
+    messages_handled: int
+    handoffs: int
+
+    @property
+    def at_capacity(self) -> bool:
+        return self.current_workload >= self.max_concurrent_chats
+
+
+@dataclass(frozen=True)
+class BrokerConversation:
+    conversation_id: int
+    broker_id: str
+    contact_id: int | None
+    lead_score: int | None
+    lead_profile: dict[str, object] | None
+    status: ConversationStatus
+    message_count: int
+    handoff_reason: str | None
+    greeting_job_id: str | None
+    last_customer_message_at: float | None
+    last_reply_at: float | None
+    assigned_at: float
+
+
+class InboundStatus(StrEnum):
+    RECORDED = "recorded"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class InboundOutcome:
+    status: InboundStatus
+    reason: str
+    job: ReplyJob | None = None
+
+
+class ClaimStatus(StrEnum):
+    CLAIMED = "claimed"
+    DEFERRED = "deferred"  # merged into a newer message of the same burst
+    NOT_CLAIMABLE = "not_claimable"
+
+
+@dataclass(frozen=True)
+class Claim:
+    status: ClaimStatus
+    job: ReplyJob | None
+    batch: tuple[ReplyJob, ...] = ()
+    reason: str = ""
+
+
+class ReapAction(StrEnum):
+    PREPARE = "prepare"
+    RESPOND = "respond"
+
+
+@dataclass(frozen=True)
+class ReapedJob:
+    job_id: str
+    action: ReapAction
+    due_at: float | None
+
+
+@dataclass(frozen=True)
+class WorkerHeartbeat:
+    worker_id: str
+    hostname: str
+    pid: int
+    concurrency: int
+    started_at: float
+    seen_at: float

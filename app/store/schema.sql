@@ -1,0 +1,106 @@
+-- ai-broker embedded store (SQLite). The Supabase migration mirrors this logical schema.
+-- Times are epoch seconds (REAL). Idempotent: safe to run at every start.
+
+CREATE TABLE IF NOT EXISTS schema_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS ai_brokers (
+    id                   TEXT PRIMARY KEY,          -- persona slug, e.g. 'sarah-wong'
+    name                 TEXT NOT NULL,
+    persona_type         TEXT NOT NULL,
+    title                TEXT NOT NULL,
+    specialty            TEXT NOT NULL,
+    is_active            INTEGER NOT NULL DEFAULT 1,
+    current_workload     INTEGER NOT NULL DEFAULT 0,
+    max_concurrent_chats INTEGER NOT NULL DEFAULT 100,
+    total_conversations  INTEGER NOT NULL DEFAULT 0,
+    messages_handled     INTEGER NOT NULL DEFAULT 0,
+    handoffs             INTEGER NOT NULL DEFAULT 0,
+    created_at           REAL NOT NULL,
+    updated_at           REAL NOT NULL,
+    CHECK (max_concurrent_chats > 0),
+    CHECK (current_workload >= 0 AND current_workload <= max_concurrent_chats)
+);
+
+CREATE TABLE IF NOT EXISTS broker_conversations (
+    conversation_id          INTEGER PRIMARY KEY,   -- Chatwoot display id
+    broker_id                TEXT NOT NULL REFERENCES ai_brokers (id),
+    contact_id               INTEGER,
+    lead_score               INTEGER,
+    lead_profile             TEXT,                  -- JSON LeadProfile
+    status                   TEXT NOT NULL DEFAULT 'bot',  -- bot | handed_off | human
+    message_count            INTEGER NOT NULL DEFAULT 0,
+    handoff_reason           TEXT,
+    handoff_at               REAL,
+    greeting_job_id          TEXT,
+    last_customer_message_at REAL,
+    last_reply_at            REAL,
+    assigned_at              REAL NOT NULL,
+    updated_at               REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS reply_jobs (
+    seq                INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                 TEXT NOT NULL UNIQUE,
+    kind               TEXT NOT NULL,
+    conversation_id    INTEGER NOT NULL,
+    state              TEXT NOT NULL,
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    inbound_message_id INTEGER UNIQUE,
+    inbound_content    TEXT,
+    delivery_id        TEXT,
+    broker_id          TEXT,
+    capacity_held      INTEGER NOT NULL DEFAULT 0,
+    merged_into        TEXT,
+    lease_owner        TEXT,
+    lease_expires_at   REAL,
+    delay_s            REAL,
+    due_at             REAL,
+    escalation_reason  TEXT,
+    received_at        REAL NOT NULL,
+    started_at         REAL,
+    send_started_at    REAL,
+    finished_at        REAL,
+    reply_text         TEXT,
+    reply_message_id   INTEGER,
+    used_fallback      INTEGER NOT NULL DEFAULT 0,
+    fallback_reason    TEXT,
+    error              TEXT,
+    error_detail       TEXT,
+    updated_at         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reply_jobs_state_updated ON reply_jobs (state, updated_at);
+CREATE INDEX IF NOT EXISTS reply_jobs_conversation ON reply_jobs (conversation_id, seq);
+CREATE INDEX IF NOT EXISTS reply_jobs_merged_into ON reply_jobs (merged_into);
+CREATE INDEX IF NOT EXISTS reply_jobs_finished ON reply_jobs (finished_at);
+
+-- X-Chatwoot-Delivery ids already accepted (agent-bot retries reuse them); pruned after a day.
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    delivery_id TEXT PRIMARY KEY,
+    received_at REAL NOT NULL
+);
+
+-- Sends per time window, shared by every worker process (QUEUE_RATE_LIMIT).
+CREATE TABLE IF NOT EXISTS send_windows (
+    window_start REAL PRIMARY KEY,
+    sends        INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS worker_heartbeats (
+    worker_id   TEXT PRIMARY KEY,
+    hostname    TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    concurrency INTEGER NOT NULL,
+    started_at  REAL NOT NULL,
+    seen_at     REAL NOT NULL
+);
+
+-- Monotonic counters for /metrics (webhooks by outcome, ...), shared across processes.
+CREATE TABLE IF NOT EXISTS metric_counters (
+    name  TEXT NOT NULL,
+    label TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (name, label)
+);

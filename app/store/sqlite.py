@@ -1,0 +1,781 @@
+"""The embedded store: one SQLite file in DATA_DIR, shared by every local process.
+
+WAL mode lets readers run beside the single writer; each write is one short
+`BEGIN IMMEDIATE` transaction (no network call inside one), so concurrent processes and
+greenlets queue on the lock for microseconds instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from app.domain.events import InboundMessage
+from app.domain.jobs import UNSENT_STATES, JobKind, JobState, ReplyJob
+from app.domain.personas import BrokerPersona
+from app.store.base import StoreError
+from app.store.models import (
+    Broker,
+    BrokerConversation,
+    Claim,
+    ClaimStatus,
+    ConversationStatus,
+    InboundOutcome,
+    InboundStatus,
+    ReapAction,
+    ReapedJob,
+    WorkerHeartbeat,
+)
+
+SCHEMA_VERSION = "1"
+_UNSENT = tuple(state.value for state in UNSENT_STATES)
+
+
+class SqliteStore:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
+        self._path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+
+    # -- connections -------------------------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(
+                self._path,
+                timeout=self._busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives process crashes (what we must survive); only an OS
+            # crash can lose the last commits.
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            self._local.connection = connection
+            with self._connections_lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        connection = self._connection()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store is not writable ({exc})") from exc
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                connection.execute("COMMIT")
+            except sqlite3.Error as exc:
+                connection.execute("ROLLBACK")
+                raise StoreError(f"store commit failed ({exc})") from exc
+
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._connection().execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store read failed ({exc})") from exc
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def init_schema(self) -> None:
+        schema = resources.files("app.store").joinpath("schema.sql").read_text()
+        connection = self._connection()
+        connection.executescript(schema)
+        connection.execute(
+            "INSERT INTO schema_meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (SCHEMA_VERSION,),
+        )
+
+    def ping(self) -> None:
+        rows = self._read("SELECT value FROM schema_meta WHERE key = 'schema_version'")
+        if not rows:
+            raise StoreError("store schema is missing: run `ai-broker db init`")
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # -- brokers and capacity ----------------------------------------------------------------
+    def seed_brokers(self, personas: Iterable[BrokerPersona], *, max_concurrent_chats: int) -> int:
+        inserted = 0
+        now = time.time()
+        with self._write() as db:
+            for persona in personas:
+                cursor = db.execute(
+                    "INSERT INTO ai_brokers (id, name, persona_type, title, specialty, "
+                    "max_concurrent_chats, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (
+                        persona.slug,
+                        persona.name,
+                        persona.type.value,
+                        persona.title,
+                        persona.specialty,
+                        max_concurrent_chats,
+                        now,
+                        now,
+                    ),
+                )
+                inserted += cursor.rowcount
+        return inserted
+
+    def list_brokers(self) -> list[Broker]:
+        return [_broker(row) for row in self._read("SELECT * FROM ai_brokers ORDER BY rowid")]
+
+    def assign_broker(
+        self,
+        conversation_id: int,
+        preferred_broker_id: str | None,
+        *,
+        contact_id: int | None = None,
+        lead_score: int | None = None,
+        lead_profile: Mapping[str, object] | None = None,
+        now: float,
+    ) -> BrokerConversation:
+        with self._write() as db:
+            existing = db.execute(
+                "SELECT * FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+            if existing is not None:
+                if lead_profile is not None:
+                    db.execute(
+                        "UPDATE broker_conversations SET lead_profile = ?, lead_score = ?, "
+                        "contact_id = COALESCE(?, contact_id), updated_at = ? "
+                        "WHERE conversation_id = ?",
+                        (json.dumps(lead_profile), lead_score, contact_id, now, conversation_id),
+                    )
+                    existing = db.execute(
+                        "SELECT * FROM broker_conversations WHERE conversation_id = ?",
+                        (conversation_id,),
+                    ).fetchone()
+                return _conversation(existing)
+            broker_id = _pick_broker(db, preferred_broker_id)
+            db.execute(
+                "INSERT INTO broker_conversations (conversation_id, broker_id, contact_id, "
+                "lead_score, lead_profile, assigned_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conversation_id,
+                    broker_id,
+                    contact_id,
+                    lead_score,
+                    json.dumps(lead_profile) if lead_profile is not None else None,
+                    now,
+                    now,
+                ),
+            )
+            db.execute(
+                "UPDATE ai_brokers SET total_conversations = total_conversations + 1, "
+                "updated_at = ? WHERE id = ?",
+                (now, broker_id),
+            )
+            row = db.execute(
+                "SELECT * FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+            return _conversation(row)
+
+    def get_conversation(self, conversation_id: int) -> BrokerConversation | None:
+        rows = self._read(
+            "SELECT * FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
+        )
+        return _conversation(rows[0]) if rows else None
+
+    def hold_capacity(self, job_id: str, broker_id: str, *, now: float) -> bool:
+        with self._write() as db:
+            job = db.execute(
+                "SELECT capacity_held, state FROM reply_jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            if job is None:
+                raise StoreError(f"no reply job {job_id}")
+            if job["capacity_held"]:
+                return True
+            if JobState(job["state"]).is_terminal:
+                # Skipped or merged meanwhile: nothing would ever release the slot.
+                return False
+            taken = db.execute(
+                "UPDATE ai_brokers SET current_workload = current_workload + 1, updated_at = ? "
+                "WHERE id = ? AND current_workload < max_concurrent_chats",
+                (now, broker_id),
+            ).rowcount
+            if not taken:
+                return False
+            db.execute(
+                "UPDATE reply_jobs SET capacity_held = 1, broker_id = ?, updated_at = ? "
+                "WHERE id = ?",
+                (broker_id, now, job_id),
+            )
+            return True
+
+    def release_capacity(self, job_id: str, *, now: float) -> None:
+        with self._write() as db:
+            _release(db, job_id, now)
+
+    def set_conversation_status(
+        self, conversation_id: int, status: ConversationStatus, reason: str, *, now: float
+    ) -> list[str]:
+        with self._write() as db:
+            known = db.execute(
+                "SELECT 1 FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+            if known is None:
+                # A human got there before any broker was assigned: remember it all the same,
+                # or the customer's next message would be answered.
+                db.execute(
+                    "INSERT INTO broker_conversations (conversation_id, broker_id, status, "
+                    "assigned_at, updated_at) VALUES (?, ?, 'bot', ?, ?)",
+                    (conversation_id, _pick_broker(db, None), now, now),
+                )
+            if status is ConversationStatus.HANDED_OFF:
+                db.execute(
+                    "UPDATE broker_conversations SET status = ?, handoff_reason = ?, "
+                    "handoff_at = ?, updated_at = ? WHERE conversation_id = ?",
+                    (status.value, reason, now, now, conversation_id),
+                )
+            else:
+                # A human taking over after our own handoff keeps the handoff record.
+                db.execute(
+                    "UPDATE broker_conversations SET status = CASE WHEN status = 'bot' "
+                    "THEN ? ELSE status END, updated_at = ? WHERE conversation_id = ?",
+                    (status.value, now, conversation_id),
+                )
+            skipped = [
+                row["id"]
+                for row in db.execute(
+                    f"SELECT id FROM reply_jobs WHERE conversation_id = ? "  # noqa: S608
+                    f"AND state IN ({_marks(_UNSENT)})",
+                    (conversation_id, *_UNSENT),
+                )
+            ]
+            for job_id in skipped:
+                _release(db, job_id, now)
+                db.execute(
+                    "UPDATE reply_jobs SET state = 'skipped', error = ?, finished_at = ?, "
+                    "updated_at = ? WHERE id = ?",
+                    (f"conversation {status.value}: {reason}", now, now, job_id),
+                )
+            return skipped
+
+    def record_delivered_reply(
+        self,
+        conversation_id: int,
+        broker_id: str,
+        *,
+        customer_messages: int,
+        handoff_reason: str | None,
+        now: float,
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE broker_conversations SET message_count = message_count + ?, "
+                "last_reply_at = ?, updated_at = ? WHERE conversation_id = ?",
+                (customer_messages, now, now, conversation_id),
+            )
+            db.execute(
+                "UPDATE ai_brokers SET messages_handled = messages_handled + ?, "
+                "handoffs = handoffs + ?, updated_at = ? WHERE id = ?",
+                (customer_messages, 1 if handoff_reason else 0, now, broker_id),
+            )
+
+    # -- the reply-job ledger ----------------------------------------------------------------
+    def record_inbound(
+        self, message: InboundMessage, *, delivery_id: str | None, now: float
+    ) -> InboundOutcome:
+        with self._write() as db:
+            if delivery_id is not None:
+                fresh = db.execute(
+                    "INSERT INTO webhook_deliveries (delivery_id, received_at) VALUES (?, ?) "
+                    "ON CONFLICT (delivery_id) DO NOTHING",
+                    (delivery_id, now),
+                ).rowcount
+                if not fresh:
+                    return InboundOutcome(InboundStatus.DUPLICATE, "delivery_already_received")
+            known = db.execute(
+                "SELECT 1 FROM reply_jobs WHERE inbound_message_id = ?", (message.message_id,)
+            ).fetchone()
+            if known is not None:
+                return InboundOutcome(InboundStatus.DUPLICATE, "message_already_received")
+            conversation = db.execute(
+                "SELECT status FROM broker_conversations WHERE conversation_id = ?",
+                (message.conversation_id,),
+            ).fetchone()
+            if conversation is not None and conversation["status"] != ConversationStatus.BOT:
+                return InboundOutcome(InboundStatus.IGNORED, f"conversation_{conversation[0]}")
+            db.execute(
+                "UPDATE broker_conversations SET last_customer_message_at = ?, updated_at = ? "
+                "WHERE conversation_id = ?",
+                (now, now, message.conversation_id),
+            )
+            job_id = _new_job_id()
+            db.execute(
+                "INSERT INTO reply_jobs (id, kind, conversation_id, state, inbound_message_id, "
+                "inbound_content, delivery_id, received_at, updated_at) "
+                "VALUES (?, 'reply', ?, 'queued', ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    message.conversation_id,
+                    message.message_id,
+                    message.content,
+                    delivery_id,
+                    now,
+                    now,
+                ),
+            )
+            return InboundOutcome(
+                InboundStatus.RECORDED, "customer_message", _job_by_id(db, job_id)
+            )
+
+    def create_greeting_job(self, conversation_id: int, broker_id: str, *, now: float) -> ReplyJob:
+        with self._write() as db:
+            job_id = _new_job_id()
+            db.execute(
+                "INSERT INTO reply_jobs (id, kind, conversation_id, state, broker_id, "
+                "received_at, updated_at) VALUES (?, 'greeting', ?, 'queued', ?, ?, ?)",
+                (job_id, conversation_id, broker_id, now, now),
+            )
+            db.execute(
+                "UPDATE broker_conversations SET greeting_job_id = ?, updated_at = ? "
+                "WHERE conversation_id = ?",
+                (job_id, now, conversation_id),
+            )
+            return _job_by_id(db, job_id)
+
+    def get_job(self, job_id: str) -> ReplyJob | None:
+        rows = self._read("SELECT * FROM reply_jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def list_jobs(
+        self,
+        *,
+        states: Iterable[JobState] | None = None,
+        conversation_id: int | None = None,
+        limit: int = 100,
+    ) -> list[ReplyJob]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if states is not None:
+            values = [state.value for state in states]
+            clauses.append(f"state IN ({_marks(values)})")
+            params.extend(values)
+        if conversation_id is not None:
+            clauses.append("conversation_id = ?")
+            params.append(conversation_id)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._read(
+            f"SELECT * FROM reply_jobs {where} ORDER BY seq DESC LIMIT ?",  # noqa: S608
+            [*params, limit],
+        )
+        return [_job(row) for row in rows]
+
+    def prepare_job(
+        self,
+        job_id: str,
+        *,
+        broker_id: str,
+        delay_s: float,
+        escalation_reason: str | None,
+        now: float,
+    ) -> ReplyJob | None:
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE reply_jobs SET state = 'waiting', broker_id = ?, delay_s = ?, due_at = ?, "
+                "escalation_reason = ?, updated_at = ? WHERE id = ? AND state = 'queued'",
+                (broker_id, delay_s, now + delay_s, escalation_reason, now, job_id),
+            ).rowcount
+            return _job_by_id(db, job_id) if changed else None
+
+    def claim_job(
+        self, job_id: str, *, owner: str, lease_s: float, coalesce_window_s: float, now: float
+    ) -> Claim:
+        with self._write() as db:
+            row = db.execute("SELECT * FROM reply_jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return Claim(ClaimStatus.NOT_CLAIMABLE, None, reason="unknown_job")
+            job = _job(row)
+            lease_expired = (
+                job.state is JobState.RUNNING
+                and job.lease_expires_at is not None
+                and job.lease_expires_at <= now
+            )
+            if job.state is not JobState.WAITING and not lease_expired:
+                return Claim(ClaimStatus.NOT_CLAIMABLE, job, reason=f"state_{job.state.value}")
+            if job.kind is JobKind.REPLY and job.send_started_at is None:
+                newer = db.execute(
+                    f"SELECT id FROM reply_jobs WHERE conversation_id = ? AND kind = 'reply' "  # noqa: S608
+                    f"AND seq > ? AND state IN ({_marks(_UNSENT)}) ORDER BY seq DESC LIMIT 1",
+                    (job.conversation_id, job.seq, *_UNSENT),
+                ).fetchone()
+                if newer is not None and now - job.received_at < coalesce_window_s:
+                    _merge(db, job.id, newer["id"], now)
+                    return Claim(
+                        ClaimStatus.DEFERRED, _job_by_id(db, job.id), reason="newer_message"
+                    )
+                older = db.execute(
+                    f"SELECT id FROM reply_jobs WHERE conversation_id = ? AND kind = 'reply' "  # noqa: S608
+                    f"AND seq < ? AND state IN ({_marks(_UNSENT)})",
+                    (job.conversation_id, job.seq, *_UNSENT),
+                ).fetchall()
+                for other in older:
+                    _merge(db, other["id"], job.id, now)
+            db.execute(
+                "UPDATE reply_jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, "
+                "attempts = attempts + 1, started_at = COALESCE(started_at, ?), updated_at = ? "
+                "WHERE id = ?",
+                (owner, now + lease_s, now, now, job.id),
+            )
+            claimed = _job_by_id(db, job.id)
+            merged = [
+                _job(r)
+                for r in db.execute(
+                    "SELECT * FROM reply_jobs WHERE merged_into = ? ORDER BY seq", (job.id,)
+                )
+            ]
+            return Claim(ClaimStatus.CLAIMED, claimed, tuple([*merged, claimed]))
+
+    def renew_lease(self, job_id: str, *, owner: str, lease_s: float, now: float) -> bool:
+        with self._write() as db:
+            return bool(
+                db.execute(
+                    "UPDATE reply_jobs SET lease_expires_at = ?, updated_at = ? "
+                    "WHERE id = ? AND state = 'running' AND lease_owner = ?",
+                    (now + lease_s, now, job_id, owner),
+                ).rowcount
+            )
+
+    def begin_send(self, job_id: str, *, owner: str, now: float) -> ReplyJob | None:
+        with self._write() as db:
+            before = db.execute(
+                "SELECT * FROM reply_jobs WHERE id = ? AND state = 'running' AND lease_owner = ?",
+                (job_id, owner),
+            ).fetchone()
+            if before is None:
+                return None
+            db.execute(
+                "UPDATE reply_jobs SET send_started_at = COALESCE(send_started_at, ?), "
+                "updated_at = ? WHERE id = ?",
+                (now, now, job_id),
+            )
+            return _job(before)
+
+    def finish_job(
+        self,
+        job_id: str,
+        *,
+        owner: str | None,
+        state: JobState,
+        now: float,
+        reply_text: str | None = None,
+        reply_message_id: int | None = None,
+        used_fallback: bool = False,
+        fallback_reason: str | None = None,
+        error: str | None = None,
+        error_detail: str | None = None,
+    ) -> bool:
+        if not state.is_terminal:
+            raise ValueError(f"{state} is not a terminal state")
+        # Without an owner (an operator cancelling) only unsent jobs can be finished; with one,
+        # only the lease holder may finish its job.
+        ownership = (
+            "state = 'running' AND lease_owner = ?" if owner else "state IN ('queued', 'waiting')"
+        )
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE reply_jobs SET state = ?, reply_text = COALESCE(?, reply_text), "  # noqa: S608
+                "reply_message_id = COALESCE(?, reply_message_id), used_fallback = ?, "
+                "fallback_reason = ?, error = ?, error_detail = ?, finished_at = ?, "
+                "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
+                f"WHERE id = ? AND {ownership}",
+                (
+                    state.value,
+                    reply_text,
+                    reply_message_id,
+                    int(used_fallback),
+                    fallback_reason,
+                    error,
+                    error_detail,
+                    now,
+                    now,
+                    job_id,
+                    *((owner,) if owner else ()),
+                ),
+            ).rowcount
+            if changed:
+                _release(db, job_id, now)
+            return bool(changed)
+
+    def retry_job(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        due_at: float,
+        error: str,
+        error_detail: str | None,
+        now: float,
+    ) -> bool:
+        with self._write() as db:
+            return bool(
+                db.execute(
+                    "UPDATE reply_jobs SET state = 'waiting', due_at = ?, error = ?, "
+                    "error_detail = ?, lease_owner = NULL, lease_expires_at = NULL, "
+                    "updated_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ?",
+                    (due_at, error, error_detail, now, job_id, owner),
+                ).rowcount
+            )
+
+    def reap(self, *, now: float, stale_after_s: float, limit: int = 500) -> list[ReapedJob]:
+        stale = now - stale_after_s
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, state, due_at FROM reply_jobs WHERE "
+                "(state = 'running' AND lease_expires_at <= ?) "
+                "OR (state = 'queued' AND updated_at <= ?) "
+                "OR (state = 'waiting' AND due_at <= ? AND updated_at <= ?) "
+                "ORDER BY seq LIMIT ?",
+                (now, stale, stale, stale, limit),
+            ).fetchall()
+            reaped: list[ReapedJob] = []
+            for row in rows:
+                action = ReapAction.PREPARE if row["state"] == "queued" else ReapAction.RESPOND
+                if row["state"] == "running":
+                    # The worker that held the lease is gone: hand the job to the next one.
+                    db.execute(
+                        "UPDATE reply_jobs SET state = 'waiting', due_at = ?, lease_owner = NULL, "
+                        "lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+                        (now, now, row["id"]),
+                    )
+                    due_at = now
+                else:
+                    db.execute(
+                        "UPDATE reply_jobs SET updated_at = ? WHERE id = ?", (now, row["id"])
+                    )
+                    due_at = row["due_at"]
+                reaped.append(ReapedJob(row["id"], action, due_at))
+            return reaped
+
+    # -- shared runtime state ----------------------------------------------------------------
+    def acquire_send_slot(self, rate_per_s: float, *, now: float) -> float:
+        width = max(1.0, 1.0 / rate_per_s)
+        allowed = max(1, round(rate_per_s * width))
+        window_start = now - (now % width)
+        with self._write() as db:
+            row = db.execute(
+                "SELECT sends FROM send_windows WHERE window_start = ?", (window_start,)
+            ).fetchone()
+            if row is not None and row["sends"] >= allowed:
+                return max(0.001, window_start + width - now)
+            db.execute(
+                "INSERT INTO send_windows (window_start, sends) VALUES (?, 1) "
+                "ON CONFLICT (window_start) DO UPDATE SET sends = sends + 1",
+                (window_start,),
+            )
+            return 0.0
+
+    def heartbeat(self, beat: WorkerHeartbeat) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO worker_heartbeats (worker_id, hostname, pid, concurrency, "
+                "started_at, seen_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (worker_id) "
+                "DO UPDATE SET seen_at = excluded.seen_at",
+                (
+                    beat.worker_id,
+                    beat.hostname,
+                    beat.pid,
+                    beat.concurrency,
+                    beat.started_at,
+                    beat.seen_at,
+                ),
+            )
+
+    def live_workers(self, *, since: float) -> list[WorkerHeartbeat]:
+        rows = self._read(
+            "SELECT * FROM worker_heartbeats WHERE seen_at >= ? ORDER BY started_at", (since,)
+        )
+        return [
+            WorkerHeartbeat(
+                worker_id=row["worker_id"],
+                hostname=row["hostname"],
+                pid=row["pid"],
+                concurrency=row["concurrency"],
+                started_at=row["started_at"],
+                seen_at=row["seen_at"],
+            )
+            for row in rows
+        ]
+
+    def count(self, name: str, label: str, amount: int = 1) -> None:
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO metric_counters (name, label, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (name, label) DO UPDATE SET value = value + excluded.value",
+                (name, label, amount),
+            )
+
+    def counters(self, name: str) -> dict[str, int]:
+        rows = self._read("SELECT label, value FROM metric_counters WHERE name = ?", (name,))
+        return {row["label"]: row["value"] for row in rows}
+
+    def job_state_counts(self) -> dict[str, int]:
+        rows = self._read("SELECT state, COUNT(*) AS n FROM reply_jobs GROUP BY state")
+        return {row["state"]: row["n"] for row in rows}
+
+    def reply_latencies(self, *, since: float) -> list[float]:
+        rows = self._read(
+            "SELECT finished_at - received_at AS latency FROM reply_jobs "
+            "WHERE reply_message_id IS NOT NULL AND finished_at >= ?",
+            (since,),
+        )
+        return [row["latency"] for row in rows]
+
+    def prune(self, *, now: float, keep_deliveries_s: float = 86400.0) -> None:
+        with self._write() as db:
+            db.execute(
+                "DELETE FROM webhook_deliveries WHERE received_at < ?", (now - keep_deliveries_s,)
+            )
+            db.execute("DELETE FROM send_windows WHERE window_start < ?", (now - 60,))
+
+
+def _marks(values: Iterable[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _release(db: sqlite3.Connection, job_id: str, now: float) -> None:
+    row = db.execute(
+        "SELECT broker_id, capacity_held FROM reply_jobs WHERE id = ?", (job_id,)
+    ).fetchone()
+    if row is None or not row["capacity_held"]:
+        return
+    db.execute(
+        "UPDATE ai_brokers SET current_workload = MAX(current_workload - 1, 0), updated_at = ? "
+        "WHERE id = ?",
+        (now, row["broker_id"]),
+    )
+    db.execute(
+        "UPDATE reply_jobs SET capacity_held = 0, updated_at = ? WHERE id = ?", (now, job_id)
+    )
+
+
+def _merge(db: sqlite3.Connection, job_id: str, into: str, now: float) -> None:
+    _release(db, job_id, now)
+    db.execute(
+        "UPDATE reply_jobs SET state = 'merged', merged_into = ?, finished_at = ?, "
+        "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+        (into, now, now, job_id),
+    )
+    # Messages already merged into this one follow it into the newer job.
+    db.execute(
+        "UPDATE reply_jobs SET merged_into = ?, updated_at = ? WHERE merged_into = ?",
+        (into, now, job_id),
+    )
+
+
+def _pick_broker(db: sqlite3.Connection, preferred_broker_id: str | None) -> str:
+    brokers = db.execute(
+        "SELECT id, current_workload, max_concurrent_chats FROM ai_brokers WHERE is_active = 1 "
+        "ORDER BY rowid"
+    ).fetchall()
+    if not brokers:
+        raise StoreError("no active brokers: run `ai-broker brokers seed`")
+    by_id = {row["id"]: row for row in brokers}
+    preferred = by_id.get(preferred_broker_id) if preferred_broker_id else None
+    if preferred is not None and preferred["current_workload"] < preferred["max_concurrent_chats"]:
+        return str(preferred["id"])
+    with_room = [row for row in brokers if row["current_workload"] < row["max_concurrent_chats"]]
+    if preferred is not None and not with_room:
+        return str(preferred["id"])
+    candidates = with_room or brokers
+    best = min(candidates, key=lambda row: row["current_workload"] / row["max_concurrent_chats"])
+    return str(best["id"])
+
+
+def _job_by_id(db: sqlite3.Connection, job_id: str) -> ReplyJob:
+    return _job(db.execute("SELECT * FROM reply_jobs WHERE id = ?", (job_id,)).fetchone())
+
+
+def _job(row: sqlite3.Row) -> ReplyJob:
+    return ReplyJob(
+        id=row["id"],
+        seq=row["seq"],
+        kind=JobKind(row["kind"]),
+        conversation_id=row["conversation_id"],
+        state=JobState(row["state"]),
+        attempts=row["attempts"],
+        inbound_message_id=row["inbound_message_id"],
+        inbound_content=row["inbound_content"],
+        delivery_id=row["delivery_id"],
+        broker_id=row["broker_id"],
+        capacity_held=bool(row["capacity_held"]),
+        merged_into=row["merged_into"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+        delay_s=row["delay_s"],
+        due_at=row["due_at"],
+        escalation_reason=row["escalation_reason"],
+        received_at=row["received_at"],
+        started_at=row["started_at"],
+        send_started_at=row["send_started_at"],
+        finished_at=row["finished_at"],
+        reply_text=row["reply_text"],
+        reply_message_id=row["reply_message_id"],
+        used_fallback=bool(row["used_fallback"]),
+        fallback_reason=row["fallback_reason"],
+        error=row["error"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _broker(row: sqlite3.Row) -> Broker:
+    return Broker(
+        id=row["id"],
+        name=row["name"],
+        persona_type=row["persona_type"],
+        title=row["title"],
+        specialty=row["specialty"],
+        is_active=bool(row["is_active"]),
+        current_workload=row["current_workload"],
+        max_concurrent_chats=row["max_concurrent_chats"],
+        total_conversations=row["total_conversations"],
+        messages_handled=row["messages_handled"],
+        handoffs=row["handoffs"],
+    )
+
+
+def _conversation(row: sqlite3.Row) -> BrokerConversation:
+    return BrokerConversation(
+        conversation_id=row["conversation_id"],
+        broker_id=row["broker_id"],
+        contact_id=row["contact_id"],
+        lead_score=row["lead_score"],
+        lead_profile=json.loads(row["lead_profile"]) if row["lead_profile"] else None,
+        status=ConversationStatus(row["status"]),
+        message_count=row["message_count"],
+        handoff_reason=row["handoff_reason"],
+        greeting_job_id=row["greeting_job_id"],
+        last_customer_message_at=row["last_customer_message_at"],
+        last_reply_at=row["last_reply_at"],
+        assigned_at=row["assigned_at"],
+    )

@@ -1,0 +1,45 @@
+"""POST /webhooks/chatwoot — verify, parse, record, enqueue, answer. Nothing slower."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from app.domain.events import PayloadError
+from app.intake import WEBHOOK_COUNTER
+from app.web.context import raw_json_body, services
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("webhooks", __name__)
+
+
+@blueprint.post("/webhooks/chatwoot")
+def chatwoot_webhook() -> ResponseReturnValue:
+    wired = services()
+    rejection = wired.webhook_auth.rejection(
+        body=request.get_data(cache=True),
+        timestamp=request.headers.get("X-Chatwoot-Timestamp"),
+        signature=request.headers.get("X-Chatwoot-Signature"),
+        url_token=request.args.get("token"),
+        now=time.time(),
+    )
+    if rejection is not None:
+        log.warning("webhook rejected: %s", rejection)
+        wired.store.count(WEBHOOK_COUNTER, "unauthorized")
+        return jsonify(error="unauthorized", detail=rejection), 401
+    _, payload = raw_json_body()
+    try:
+        result = wired.intake.accept(
+            payload, delivery_id=request.headers.get("X-Chatwoot-Delivery") or None
+        )
+    except PayloadError as exc:
+        wired.store.count(WEBHOOK_COUNTER, "invalid_payload")
+        return jsonify(error="invalid_payload", detail=str(exc)), 422
+    body = {"status": result.status, "reason": result.reason}
+    if result.job_id:
+        body["job_id"] = result.job_id
+    return jsonify(body), 200

@@ -1,0 +1,405 @@
+"""The reply pipeline a worker runs for each ledger job.
+
+prepare: assign a broker (if the conversation has none), hold capacity, decide the human-like
+         delay and whether to escalate, then schedule `respond` for when the delay is over.
+respond: claim the job (merging a burst of messages into one reply), check the conversation is
+         still the bot's, generate (or pick the greeting / handoff text), send once, hand off when
+         needed, record metrics and release capacity. Failures retry with backoff; after the last
+         attempt the customer gets an apology and a human.
+
+Every Chatwoot write is idempotent across retries and re-runs (see `_post_once`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.adapters.chatwoot import ChatwootClient, ChatwootError
+from app.adapters.llm import GeneratedReply, ReplyGenerator
+from app.domain.events import JOB_MARKER_KEY
+from app.domain.history import history_from_messages
+from app.domain.jobs import (
+    MAX_ATTEMPTS,
+    MAX_HANDOFF_ATTEMPTS,
+    JobKind,
+    JobState,
+    ReplyJob,
+    retry_delay_s,
+)
+from app.domain.lead import LeadProfile
+from app.domain.personas import (
+    BrokerPersona,
+    failure_apology,
+    fallback_reply,
+    greeting_for,
+    handoff_message,
+    persona_by_slug,
+)
+from app.domain.prompt import build_system_prompt
+from app.domain.urgency import EscalationReason, analyze_message_urgency
+from app.store.base import Store, StoreError
+from app.store.models import BrokerConversation, ClaimStatus, ConversationStatus
+from tasks.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+HANDOFF_STATUS = "handoff_requested"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    response_delay_scale: float = 1.0
+    greeting_delay_s: float = 1.0
+    lease_s: float = 60.0
+    coalesce_window_s: float = 20.0
+    capacity_retry_s: float = 2.0
+    send_rate_per_s: float = 10.0
+
+
+class LeaseLost(Exception):
+    """The job is no longer ours (cancelled, or reaped after our lease expired)."""
+
+
+class ReplyPipeline:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        chatwoot: ChatwootClient,
+        generator: ReplyGenerator,
+        queue: JobQueue,
+        settings: PipelineSettings,
+        worker_id: str,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._chatwoot = chatwoot
+        self._generator = generator
+        self._queue = queue
+        self._settings = settings
+        self._worker_id = worker_id
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    # -- prepare -----------------------------------------------------------------------------
+    def prepare(self, job_id: str) -> None:
+        job = self._store.get_job(job_id)
+        if job is None or job.state is not JobState.QUEUED:
+            return
+        now = self._clock()
+        conversation = self._store.get_conversation(job.conversation_id)
+        if conversation is None:
+            # The customer wrote without the lead form: the least-loaded broker takes them.
+            conversation = self._store.assign_broker(job.conversation_id, None, now=now)
+        if conversation.status is not ConversationStatus.BOT:
+            self._store.finish_job(
+                job.id,
+                owner=None,
+                state=JobState.SKIPPED,
+                now=now,
+                error=f"conversation {conversation.status.value}",
+            )
+            return
+        if not self._store.hold_capacity(job.id, conversation.broker_id, now=now):
+            log.info("job=%s broker=%s at capacity; retrying", job.id, conversation.broker_id)
+            self._queue.enqueue_prepare(job.id, at=now + self._settings.capacity_retry_s)
+            return
+        persona = persona_by_slug(conversation.broker_id)
+        scale = self._settings.response_delay_scale
+        if job.kind is JobKind.GREETING:
+            delay_s, escalation = self._settings.greeting_delay_s * scale, None
+        else:
+            analysis = analyze_message_urgency(
+                job.inbound_content or "", persona, scale=scale, jitter=self._rng.random()
+            )
+            delay_s = analysis.response_delay_s
+            escalation = analysis.escalate_reason.value if analysis.escalate_reason else None
+        prepared = self._store.prepare_job(
+            job.id,
+            broker_id=conversation.broker_id,
+            delay_s=delay_s,
+            escalation_reason=escalation,
+            now=now,
+        )
+        if prepared is None:
+            return
+        log.info("job=%s conversation=%s delay=%.2fs", job.id, job.conversation_id, delay_s)
+        if delay_s <= 0:
+            self.respond(job.id)
+        else:
+            self._queue.enqueue_respond(job.id, at=prepared.due_at)
+
+    # -- respond -----------------------------------------------------------------------------
+    def respond(self, job_id: str) -> None:
+        claim = self._store.claim_job(
+            job_id,
+            owner=self._worker_id,
+            lease_s=self._settings.lease_s,
+            coalesce_window_s=self._settings.coalesce_window_s,
+            now=self._clock(),
+        )
+        if claim.status is ClaimStatus.DEFERRED:
+            log.info("job=%s merged into a newer message of the burst", job_id)
+        if claim.status is not ClaimStatus.CLAIMED or claim.job is None:
+            return
+        job = claim.job
+        try:
+            if job.attempts > MAX_ATTEMPTS:
+                # The reply attempts are spent; an earlier apology did not get through yet.
+                self._give_up(job, job.error or "earlier attempts failed", None)
+            else:
+                self._answer(job, claim.batch)
+        except LeaseLost:
+            log.warning("job=%s lease lost; another worker or an operator has it", job.id)
+        except ChatwootError as exc:
+            self._after_failure(job, exc, retryable=exc.retryable, retry_after=exc.retry_after)
+        except Exception as exc:  # noqa: BLE001 - any bug or outage: retry, then hand off
+            self._after_failure(job, exc, retryable=True, retry_after=None)
+
+    def _answer(self, job: ReplyJob, batch: Sequence[ReplyJob]) -> None:
+        conversation = self._conversation(job)
+        persona = persona_by_slug(conversation.broker_id)
+        remote = self._chatwoot.get_conversation(job.conversation_id)
+        takeover = _human_takeover_reason(remote)
+        if conversation.status is not ConversationStatus.BOT or takeover:
+            reason = takeover or f"conversation {conversation.status.value}"
+            if takeover:
+                self._store.set_conversation_status(
+                    job.conversation_id, ConversationStatus.HUMAN, takeover, now=self._clock()
+                )
+            self._finish(job, JobState.SKIPPED, error=reason)
+            return
+
+        escalation = _escalation(batch)
+        used_fallback, fallback_reason = False, None
+        if job.kind is JobKind.GREETING:
+            text = greeting_for(persona, _customer_name(remote, conversation))
+        elif escalation is not None:
+            text = handoff_message(persona, escalation)
+        else:
+            generated = self._generate(job, batch, persona, conversation)
+            text = generated.text
+            used_fallback, fallback_reason = generated.used_fallback, generated.fallback_reason
+
+        self._renew(job)
+        self._wait_for_send_slot(job)
+        message_id = self._post_once(job, text, marker=job.id, private=False)
+        if escalation is not None:
+            self._hand_off(job, persona, escalation.value)
+        state = JobState.HANDED_OFF if escalation is not None else JobState.SENT
+        self._finish(
+            job,
+            state,
+            reply_text=text,
+            reply_message_id=message_id,
+            used_fallback=used_fallback,
+            fallback_reason=fallback_reason,
+        )
+        now = self._clock()
+        self._store.record_delivered_reply(
+            job.conversation_id,
+            conversation.broker_id,
+            customer_messages=sum(1 for j in batch if j.kind is JobKind.REPLY),
+            handoff_reason=escalation.value if escalation else None,
+            now=now,
+        )
+        if escalation is not None:
+            self._store.set_conversation_status(
+                job.conversation_id, ConversationStatus.HANDED_OFF, escalation.value, now=now
+            )
+        log.info(
+            "job=%s conversation=%s %s batch=%d fallback=%s",
+            job.id,
+            job.conversation_id,
+            state.value,
+            len(batch),
+            used_fallback,
+        )
+
+    def _generate(
+        self,
+        job: ReplyJob,
+        batch: Sequence[ReplyJob],
+        persona: BrokerPersona,
+        conversation: BrokerConversation,
+    ) -> GeneratedReply:
+        history = history_from_messages(self._chatwoot.list_messages(job.conversation_id))
+        lead = (
+            LeadProfile.from_dict(conversation.lead_profile) if conversation.lead_profile else None
+        )
+        self._renew(job)
+        return self._generator.generate(
+            system_prompt=build_system_prompt(persona, lead),
+            history=history,
+            customer_messages=[j.inbound_content for j in batch if j.inbound_content],
+            fallback_text=fallback_reply(persona),
+        )
+
+    # -- Chatwoot writes, each once ------------------------------------------------------------
+    def _post_once(self, job: ReplyJob, text: str, *, marker: str, private: bool) -> int:
+        """Post a message carrying `marker`, unless an earlier attempt already did.
+
+        `begin_send` stamps the job before the first POST; if a later run finds the stamp, the
+        earlier POST may have reached Chatwoot even though we never saw its answer, so we look for
+        the marker before posting again.
+        """
+        before = self._store.begin_send(job.id, owner=self._worker_id, now=self._clock())
+        if before is None:
+            raise LeaseLost(job.id)
+        if before.send_started_at is not None or private:
+            existing = self._chatwoot.find_message_with_marker(
+                job.conversation_id, JOB_MARKER_KEY, marker
+            )
+            if existing is not None:
+                log.info("job=%s reply %s already in Chatwoot; not posting again", job.id, marker)
+                return int(existing["id"])
+        sent = self._chatwoot.send_message(
+            job.conversation_id, text, private=private, content_attributes={JOB_MARKER_KEY: marker}
+        )
+        return int(sent["id"])
+
+    def _hand_off(self, job: ReplyJob, persona: BrokerPersona, reason: str) -> None:
+        now_iso = dt.datetime.fromtimestamp(self._clock(), tz=dt.UTC).isoformat()
+        self._chatwoot.merge_custom_attributes(
+            job.conversation_id,
+            {"broker_status": HANDOFF_STATUS, "handoff_reason": reason, "handoff_at": now_iso},
+        )
+        note = (
+            f"🔔 Human specialist requested: {reason.replace('_', ' ')}. "
+            f"{persona.name} (AI broker) has stepped back from this conversation."
+        )
+        self._post_once(job, note, marker=f"{job.id}:handoff", private=True)
+        self._chatwoot.toggle_status(job.conversation_id, "open")
+
+    # -- failure -------------------------------------------------------------------------------
+    def _after_failure(
+        self, job: ReplyJob, exc: Exception, *, retryable: bool, retry_after: float | None
+    ) -> None:
+        error = _describe(exc)
+        detail = "".join(traceback.format_exception(exc))
+        if retryable and job.attempts < MAX_ATTEMPTS:
+            self._retry(job, error, detail, retry_after)
+            return
+        log.error("job=%s failed after %d attempts (%s); handing off", job.id, job.attempts, error)
+        self._give_up(job, error, detail)
+
+    def _give_up(self, job: ReplyJob, error: str, detail: str | None) -> None:
+        """Apologise and hand the conversation to a human.
+
+        If Chatwoot is still down, keep trying (backing off) so the customer is not left with
+        neither a reply nor a human; only after MAX_HANDOFF_ATTEMPTS does the job fail silently
+        (visible to operators as failed, with the error)."""
+        try:
+            persona = persona_by_slug(self._conversation(job).broker_id)
+            apology_id = self._post_once(
+                job, failure_apology(persona), marker=job.id, private=False
+            )
+            self._hand_off(job, persona, "ai_failure")
+        except LeaseLost:
+            return
+        except Exception as exc:  # noqa: BLE001 - retried, then recorded for an operator
+            handoff_error = f"{error}; handoff failed: {_describe(exc)}"
+            retryable = not isinstance(exc, ChatwootError) or exc.retryable
+            if retryable and job.attempts < MAX_HANDOFF_ATTEMPTS:
+                self._retry(job, handoff_error, detail, getattr(exc, "retry_after", None))
+                return
+            self._finish(job, JobState.FAILED, error=handoff_error, error_detail=detail)
+        else:
+            self._finish(
+                job, JobState.FAILED, reply_message_id=apology_id, error=error, error_detail=detail
+            )
+        self._store.set_conversation_status(
+            job.conversation_id, ConversationStatus.HANDED_OFF, "ai_failure", now=self._clock()
+        )
+
+    def _retry(
+        self, job: ReplyJob, error: str, detail: str | None, retry_after: float | None
+    ) -> None:
+        now = self._clock()
+        due_at = now + retry_delay_s(job.attempts, retry_after)
+        log.warning(
+            "job=%s attempt %d failed (%s); retrying in %.1fs",
+            job.id,
+            job.attempts,
+            error,
+            due_at - now,
+        )
+        if self._store.retry_job(
+            job.id, owner=self._worker_id, due_at=due_at, error=error, error_detail=detail, now=now
+        ):
+            self._queue.enqueue_respond(job.id, at=due_at)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _conversation(self, job: ReplyJob) -> BrokerConversation:
+        conversation = self._store.get_conversation(job.conversation_id)
+        if conversation is None:
+            raise StoreError(f"conversation {job.conversation_id} has no broker assignment")
+        return conversation
+
+    def _renew(self, job: ReplyJob) -> None:
+        if not self._store.renew_lease(
+            job.id, owner=self._worker_id, lease_s=self._settings.lease_s, now=self._clock()
+        ):
+            raise LeaseLost(job.id)
+
+    def _wait_for_send_slot(self, job: ReplyJob) -> None:
+        while True:
+            wait_s = self._store.acquire_send_slot(
+                self._settings.send_rate_per_s, now=self._clock()
+            )
+            if wait_s <= 0:
+                return
+            self._sleep(wait_s)
+            self._renew(job)
+
+    def _finish(self, job: ReplyJob, state: JobState, **fields: Any) -> None:
+        if not self._store.finish_job(
+            job.id, owner=self._worker_id, state=state, now=self._clock(), **fields
+        ):
+            raise LeaseLost(job.id)
+
+
+def _escalation(batch: Sequence[ReplyJob]) -> EscalationReason | None:
+    for job in batch:
+        if job.escalation_reason:
+            return EscalationReason(job.escalation_reason)
+    return None
+
+
+def _human_takeover_reason(remote: Mapping[str, Any]) -> str | None:
+    """Why Chatwoot says the conversation is no longer the bot's, or None (CONTRACT §6.3)."""
+    custom = remote.get("custom_attributes") or {}
+    if isinstance(custom, Mapping) and custom.get("broker_status") == HANDOFF_STATUS:
+        return "handoff_requested"
+    meta = remote.get("meta") or {}
+    if isinstance(meta, Mapping) and meta.get("assignee_type") == "User":
+        return "human_assigned"
+    status = remote.get("status")
+    if status != "pending":
+        return f"conversation_{status}"
+    return None
+
+
+def _customer_name(remote: Mapping[str, Any], conversation: BrokerConversation) -> str:
+    meta = remote.get("meta") or {}
+    sender = meta.get("sender") if isinstance(meta, Mapping) else None
+    if isinstance(sender, Mapping) and isinstance(sender.get("name"), str):
+        return str(sender["name"])
+    if conversation.lead_profile:
+        return LeadProfile.from_dict(conversation.lead_profile).name
+    return ""
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {text}"[:500]

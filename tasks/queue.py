@@ -1,0 +1,87 @@
+"""The job queue: Huey (SqliteHuey by default, RedisHuey with REDIS_URL) and our two tasks.
+
+Huey only moves job ids; the ledger holds the job. A task is `prepare(job_id)` (assign, hold
+capacity, decide the human-like delay) or `respond(job_id)` (claim, generate, send). Delays are
+Huey's scheduled tasks (`eta`), so a waiting reply never occupies a worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from huey import Huey, RedisHuey, SqliteHuey
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "ai-broker"
+
+
+class JobQueue(Protocol):
+    """Where the receiver and the pipeline hand job ids to the workers."""
+
+    def enqueue_prepare(self, job_id: str, *, at: float | None = None) -> None: ...
+    def enqueue_respond(self, job_id: str, *, at: float | None = None) -> None: ...
+
+
+class JobRunner(Protocol):
+    """What a worker does with a job id (the reply pipeline)."""
+
+    def prepare(self, job_id: str) -> None: ...
+    def respond(self, job_id: str) -> None: ...
+
+
+def build_huey(settings: Settings) -> Huey:
+    if settings.redis_url:
+        return RedisHuey(
+            QUEUE_NAME,
+            url=settings.redis_url,
+            results=False,
+            utc=True,
+            # redis-py's pool defaults to 100 connections; every greenlet may hold one.
+            max_connections=settings.worker_concurrency + 16,
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return SqliteHuey(QUEUE_NAME, filename=str(settings.queue_path), results=False, utc=True)
+
+
+class HueyJobQueue:
+    """Registers the pipeline's tasks on a Huey instance and enqueues them."""
+
+    def __init__(self, huey: Huey, runner: Callable[[], JobRunner]) -> None:
+        self.huey = huey
+
+        @huey.task(name="prepare_job")
+        def prepare_job(job_id: str) -> None:
+            runner().prepare(job_id)
+
+        @huey.task(name="respond_job")
+        def respond_job(job_id: str) -> None:
+            runner().respond(job_id)
+
+        self._prepare = prepare_job
+        self._respond = respond_job
+
+    def enqueue_prepare(self, job_id: str, *, at: float | None = None) -> None:
+        self._enqueue(self._prepare, job_id, at)
+
+    def enqueue_respond(self, job_id: str, *, at: float | None = None) -> None:
+        self._enqueue(self._respond, job_id, at)
+
+    def depth(self) -> dict[str, int]:
+        return {
+            "pending": self.huey.pending_count(),
+            "scheduled": self.huey.scheduled_count(),
+        }
+
+    @staticmethod
+    def _enqueue(task: Callable[..., object], job_id: str, at: float | None) -> None:
+        if at is None:
+            task(job_id)
+            return
+        eta = dt.datetime.fromtimestamp(at, tz=dt.UTC).replace(tzinfo=None)
+        task.schedule(args=(job_id,), eta=eta)  # type: ignore[attr-defined]

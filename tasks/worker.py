@@ -1,0 +1,99 @@
+"""`ai-broker worker`: a Huey consumer running the reply pipeline, plus its maintenance loop.
+
+The maintenance loop (every 2 s) writes this process's heartbeat and runs the reaper, which
+re-enqueues ledger jobs whose Huey task was lost (a killed worker, a failed enqueue). Huey's own
+periodic tasks have minute granularity, too coarse for either.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from app.bootstrap import Services, build_services, prepare_store
+from app.config import Settings
+from app.store.models import ReapAction, WorkerHeartbeat
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_INTERVAL_S = 2.0
+STALE_AFTER_S = 15.0
+PRUNE_EVERY_S = 300.0
+
+
+class Maintenance:
+    def __init__(self, services: Services, *, started_at: float) -> None:
+        self._services = services
+        self._started_at = started_at
+        self._last_prune = 0.0
+
+    def tick(self, now: float) -> int:
+        store = self._services.store
+        store.heartbeat(
+            WorkerHeartbeat(
+                worker_id=self._services.worker_id,
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                concurrency=self._services.settings.worker_concurrency,
+                started_at=self._started_at,
+                seen_at=now,
+            )
+        )
+        reaped = store.reap(now=now, stale_after_s=STALE_AFTER_S)
+        for job in reaped:
+            at = job.due_at if job.due_at is not None and job.due_at > now else None
+            if job.action is ReapAction.PREPARE:
+                self._services.queue.enqueue_prepare(job.job_id, at=at)
+            else:
+                self._services.queue.enqueue_respond(job.job_id, at=at)
+        if reaped:
+            log.warning("reaper re-enqueued %d job(s) whose task was lost", len(reaped))
+        if now - self._last_prune > PRUNE_EVERY_S:
+            store.prune(now=now)
+            self._last_prune = now
+        return len(reaped)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.tick(time.time())
+            except Exception:
+                log.exception("maintenance tick failed")
+            stop.wait(MAINTENANCE_INTERVAL_S)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM. Call with gevent's monkey-patching already applied."""
+    settings.require_chatwoot()
+    services = build_services(settings, worker=True)
+    prepare_store(services.store)
+    services.pipeline()  # fail at start, not on the first job, if the LLM is misconfigured
+    consumer = services.queue.huey.create_consumer(
+        workers=settings.worker_concurrency,
+        worker_type="greenlet",
+        periodic=False,
+        # SqliteHuey polls; a short ceiling keeps pick-up latency low (HUEY-3-NOTES).
+        initial_delay=0.05,
+        backoff=1.15,
+        max_delay=0.5,
+        scheduler_interval=1,
+        check_worker_health=True,
+    )
+    stop = threading.Event()
+    maintenance = Maintenance(services, started_at=time.time())
+    threading.Thread(
+        target=maintenance.run_forever, args=(stop,), name="maintenance", daemon=True
+    ).start()
+    log.info(
+        "worker %s: %d greenlets on %s",
+        services.worker_id,
+        settings.worker_concurrency,
+        "Redis" if settings.redis_url else f"SQLite ({settings.queue_path})",
+    )
+    try:
+        consumer.run()
+    finally:
+        stop.set()

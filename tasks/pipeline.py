@@ -45,7 +45,7 @@ from app.domain.personas import (
 from app.domain.prompt import build_system_prompt
 from app.domain.urgency import EscalationReason, analyze_message_urgency
 from app.store.base import Store, StoreError
-from app.store.models import BrokerConversation, ClaimStatus, ConversationStatus
+from app.store.models import NOT_DUE, BrokerConversation, ClaimStatus, ConversationStatus
 from tasks.queue import JobQueue
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,10 @@ class ReplyPipeline:
         )
         if claim.status is ClaimStatus.DEFERRED:
             log.info("job=%s merged into a newer message of the burst", job_id)
+        if claim.reason == NOT_DUE and claim.job is not None:
+            # Early (a duplicate task, a clock step): come back when the delay is over.
+            self._queue.enqueue_respond(job_id, at=claim.job.due_at)
+            return
         if claim.status is not ClaimStatus.CLAIMED or claim.job is None:
             return
         job = claim.job
@@ -193,6 +197,11 @@ class ReplyPipeline:
 
         self._renew(job)
         self._wait_for_send_slot(job)
+        latest = self._conversation(job)
+        if latest.status is not ConversationStatus.BOT:
+            # A human took over while we were writing (the receiver recorded it).
+            self._finish(job, JobState.SKIPPED, error=f"conversation {latest.status.value}")
+            return
         message_id = self._post_once(job, text, marker=job.id, private=False)
         if escalation is not None:
             self._hand_off(job, persona, escalation.value)

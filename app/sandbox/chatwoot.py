@@ -40,6 +40,8 @@ from app.sandbox.server import SandboxServer, json_object
 logger = logging.getLogger(__name__)
 
 WebhookKind = Literal["agent_bot", "account"]
+# A REST handler: (actor, JSON body, **path ids) -> anything Flask can turn into a response.
+ApiHandler = Callable[..., Any]
 TokenKind = Literal["user", "bot", "invalid"]
 
 ACCOUNT_WEBHOOK_EVENTS = frozenset(
@@ -1627,7 +1629,8 @@ class ChatwootSandbox(SandboxServer):
         for rule, methods, view in control:
             app.add_url_rule(rule, view.__name__, view, methods=methods)
         app.register_error_handler(ChatwootApiError, _render_api_error)
-        app.register_error_handler(404, lambda _exc: (jsonify(NOT_FOUND), 404))
+        app.register_error_handler(404, _unknown_route)
+        app.register_error_handler(405, _unknown_route)
         app.after_request(self._log_api_request)
 
     # plumbing
@@ -1992,7 +1995,10 @@ class ChatwootSandbox(SandboxServer):
         return jsonify(self.requests())
 
 
-ApiHandler = Callable[..., Any]
+def _unknown_route(_exc: Exception) -> tuple[Response, int]:
+    """Rails' 404 body; the log says when a real Chatwoot route is merely not in the sandbox."""
+    logger.warning("chatwoot sandbox has no route for %s %s", request.method, request.path)
+    return jsonify(NOT_FOUND), 404
 
 
 def _render_api_error(exc: ChatwootApiError) -> tuple[Response, int]:

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 LoanType = Literal["new_purchase", "refinance", "commercial"]
 PropertyCategory = Literal["hdb", "ec", "private", "landed", "commercial"]
-EmploymentType = Literal["employed", "self-employed"]
+# The lead form's values (app/domain/lead.py EMPLOYMENT_TYPES).
+EmploymentType = Literal["employed", "self_employed", "contract", "unemployed", "retired"]
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ SCRIPTS: tuple[ConversationScript, ...] = (
         property_category="private",
         monthly_incomes=(48000,),
         ages=(52,),
-        employment_type="self-employed",
+        employment_type="self_employed",
         turns=(
             "Looking at a S$6.8m unit at Sentosa Cove. I run my own business; my NOA shows about "
             "S$580k last year. Which banks are comfortable with self-employed income at this size?",
@@ -240,7 +241,7 @@ SCRIPTS: tuple[ConversationScript, ...] = (
         property_category="commercial",
         monthly_incomes=(30000,),
         ages=(47,),
-        employment_type="self-employed",
+        employment_type="self_employed",
         turns=(
             "I'm buying a conservation shophouse in Joo Chiat through my Pte Ltd, about S$5.2m. "
             "What financing is available for companies?",
@@ -258,7 +259,7 @@ SCRIPTS: tuple[ConversationScript, ...] = (
         property_category="private",
         monthly_incomes=(9000,),
         ages=(34,),
-        employment_type="self-employed",
+        employment_type="self_employed",
         turns=(
             "I'm a freelance designer, income varies month to month. Can I still get a home loan "
             "for a S$1.3m resale condo?",
@@ -292,7 +293,7 @@ SCRIPTS: tuple[ConversationScript, ...] = (
         property_category="private",
         monthly_incomes=(5500,),
         ages=(61,),
-        employment_type="employed",
+        employment_type="contract",
         turns=(
             "I'm 61 and still working part-time. Will any bank refinance my condo loan of S$350k?",
             "What tenure could I get? My current loan ends when I'm 75.",

@@ -123,7 +123,8 @@ class Store(Protocol):
     def claim_job(
         self, job_id: str, *, owner: str, lease_s: float, coalesce_window_s: float, now: float
     ) -> Claim:
-        """Atomically take a due job for sending (waiting, or running with an expired lease).
+        """Atomically take a due job for sending (waiting past its due_at, or running with an
+        expired lease); a waiting job that is not due yet is NOT_CLAIMABLE with reason NOT_DUE.
 
         Burst rule: if a newer customer message of the same conversation is still unsent and
         this one is younger than `coalesce_window_s`, this job is merged into the newest one

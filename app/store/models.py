@@ -68,6 +68,9 @@ class ClaimStatus(StrEnum):
     NOT_CLAIMABLE = "not_claimable"
 
 
+NOT_DUE = "not_due"  # Claim.reason when the job's delay has not passed yet
+
+
 @dataclass(frozen=True)
 class Claim:
     status: ClaimStatus

@@ -23,6 +23,7 @@ from app.domain.jobs import UNSENT_STATES, JobKind, JobState, ReplyJob
 from app.domain.personas import BrokerPersona
 from app.store.base import StoreError
 from app.store.models import (
+    NOT_DUE,
     Broker,
     BrokerConversation,
     Claim,
@@ -419,6 +420,8 @@ class SqliteStore:
             )
             if job.state is not JobState.WAITING and not lease_expired:
                 return Claim(ClaimStatus.NOT_CLAIMABLE, job, reason=f"state_{job.state.value}")
+            if job.state is JobState.WAITING and job.due_at is not None and job.due_at > now:
+                return Claim(ClaimStatus.NOT_CLAIMABLE, job, reason=NOT_DUE)
             if job.kind is JobKind.REPLY and job.send_started_at is None:
                 newer = db.execute(
                     f"SELECT id FROM reply_jobs WHERE conversation_id = ? AND kind = 'reply' "  # noqa: S608

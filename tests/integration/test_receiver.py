@@ -21,8 +21,9 @@ from app.config import Settings
 from app.domain.lead import LeadFormError, parse_lead_form
 from app.web import create_app
 from app.webhook_auth import sign
+from tests.support.fixtures import CHATWOOT_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "chatwoot" / "fixtures"
+FIXTURES = CHATWOOT_FIXTURES
 SECRET = "receiver-test-secret"
 
 

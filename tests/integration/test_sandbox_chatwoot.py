@@ -19,6 +19,7 @@ from werkzeug.wrappers import Request, Response
 
 from app.sandbox.chatwoot import ChatwootSandbox, encode_webhook_body, sign_webhook
 from app.sandbox.control import ChatwootSandboxControl
+from tests.support.fixtures import CHATWOOT_FIXTURES
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -82,12 +83,7 @@ class WebhookReceiver:
 
 @pytest.fixture(scope="module")
 def fixtures() -> Path:
-    here = Path(__file__).resolve()
-    for shared in (here.parents[2].parent / "shared", Path("/work/shared")):
-        candidate = shared / "chatwoot" / "fixtures"
-        if candidate.is_dir():
-            return candidate
-    pytest.skip("shared/chatwoot/fixtures is not available")
+    return CHATWOOT_FIXTURES
 
 
 def load(fixtures: Path, name: str) -> Any:

@@ -87,6 +87,8 @@ def test_scripts_cover_the_cases_the_brokers_must_handle() -> None:
     form = script_by_key("hdb_refinance_cash_out").lead_form()
     assert set(form) == LEAD_KEYS
     assert all(re.fullmatch(r"\+65[89]\d{7}", s.phone) for s in SCRIPTS)
+    employment = {"employed", "self_employed", "contract", "unemployed", "retired"}
+    assert {s.employment_type for s in SCRIPTS} <= employment
 
 
 def test_three_conversations_play_directly_in_the_sandbox(chatwoot: ChatwootSandbox) -> None:

@@ -19,6 +19,7 @@ from app.domain.jobs import JobKind, JobState, ReplyJob
 from app.domain.personas import PERSONAS
 from app.store.base import Store, StoreError
 from app.store.models import (
+    NOT_DUE,
     ClaimStatus,
     ConversationStatus,
     InboundStatus,
@@ -539,6 +540,18 @@ class StoreContract:
         assert claim.job.started_at == T0 + 1
         assert [j.id for j in claim.batch] == [waiting.id]
         assert store.get_job(waiting.id) == claim.job
+
+    def test_claim_job_refuses_a_job_before_its_delay_is_over(self, store: Store) -> None:
+        waiting = waiting_job(store, 1, 5, now=T0, delay_s=3.0)
+        early = store.claim_job(
+            waiting.id, owner="w1", lease_s=LEASE_S, coalesce_window_s=WINDOW_S, now=T0 + 2.9
+        )
+        assert early.status is ClaimStatus.NOT_CLAIMABLE and early.reason == NOT_DUE
+        assert store.get_job(waiting.id) == waiting
+        due = store.claim_job(
+            waiting.id, owner="w1", lease_s=LEASE_S, coalesce_window_s=WINDOW_S, now=T0 + 3.0
+        )
+        assert due.status is ClaimStatus.CLAIMED
 
     def test_claim_job_refuses_a_leased_job_until_the_lease_expires(self, store: Store) -> None:
         waiting = waiting_job(store, 1, 5, now=T0)

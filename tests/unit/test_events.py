@@ -1,6 +1,5 @@
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,12 +15,9 @@ from app.domain.events import (
     PayloadError,
     classify_event,
 )
+from tests.support.fixtures import CHATWOOT_FIXTURES
 
-FIXTURES = Path(__file__).parents[2].parent / "shared" / "chatwoot" / "fixtures"
-
-needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason=f"Chatwoot fixtures not found at {FIXTURES}"
-)
+FIXTURES = CHATWOOT_FIXTURES
 
 
 def load(name: str) -> dict[str, Any]:
@@ -35,13 +31,7 @@ def incoming(**changes: Any) -> dict[str, Any]:
     return payload
 
 
-def _read_incoming() -> dict[str, Any]:
-    if FIXTURES.is_dir():
-        return load("message_created.incoming_contact.json")
-    return {}
-
-
-_INCOMING = _read_incoming()
+_INCOMING = load("message_created.incoming_contact.json")
 
 EXPECTED_BY_FIXTURE = {
     "message_created.incoming_contact.json": (EventAction.ANSWER, "customer_message"),
@@ -59,12 +49,10 @@ EXPECTED_BY_FIXTURE = {
 }
 
 
-@needs_fixtures
 def test_every_fixture_has_an_expectation() -> None:
     assert {path.name for path in FIXTURES.glob("*.json")} == set(EXPECTED_BY_FIXTURE)
 
 
-@needs_fixtures
 @pytest.mark.parametrize(("name", "expected"), EXPECTED_BY_FIXTURE.items())
 def test_fixture_is_classified(name: str, expected: tuple[EventAction, str]) -> None:
     decision = classify_event(load(name))
@@ -75,13 +63,11 @@ def test_fixture_is_classified(name: str, expected: tuple[EventAction, str]) -> 
         assert decision.conversation_id == 318
 
 
-@needs_fixtures
 def test_the_signed_wire_body_is_a_private_note() -> None:
     body = load("signed/message_created.private_note.body.json")
     assert classify_event(body).reason == "private_note"
 
 
-@needs_fixtures
 def test_a_customer_message_becomes_an_inbound_message() -> None:
     decision = classify_event(_INCOMING)
     assert decision == EventDecision(
@@ -102,7 +88,6 @@ def test_a_customer_message_becomes_an_inbound_message() -> None:
     )
 
 
-@needs_fixtures
 def test_ids_fall_back_to_the_conversation_copy() -> None:
     payload = incoming()
     del payload["account"], payload["inbox"]
@@ -111,7 +96,6 @@ def test_ids_fall_back_to_the_conversation_copy() -> None:
     assert (message.account_id, message.inbox_id) == (3, 7)
 
 
-@needs_fixtures
 def test_missing_optional_fields_become_none() -> None:
     payload = incoming(sender=None, created_at=1781921646)
     del payload["account"], payload["inbox"]
@@ -125,7 +109,6 @@ def test_missing_optional_fields_become_none() -> None:
     assert message.created_at is None
 
 
-@needs_fixtures
 def test_content_is_stripped_and_capped() -> None:
     message = classify_event(incoming(content="  hello  \n")).message
     assert message is not None and message.content == "hello"
@@ -133,7 +116,6 @@ def test_content_is_stripped_and_capped() -> None:
     assert long is not None and len(long.content) == MAX_CONTENT_CHARS
 
 
-@needs_fixtures
 @pytest.mark.parametrize("content", [None, "", "   \n", 42, ["hi"]])
 def test_a_message_without_text_is_not_answered(content: object) -> None:
     decision = classify_event(incoming(content=content))
@@ -141,7 +123,6 @@ def test_a_message_without_text_is_not_answered(content: object) -> None:
     assert decision.conversation_id == 318
 
 
-@needs_fixtures
 @pytest.mark.parametrize("status", ["open", "resolved", "snoozed", None])
 def test_the_bot_answers_only_pending_conversations(status: str | None) -> None:
     payload = incoming()
@@ -149,21 +130,18 @@ def test_the_bot_answers_only_pending_conversations(status: str | None) -> None:
     assert classify_event(payload).reason == "conversation_not_bot_handled"
 
 
-@needs_fixtures
 def test_the_bot_does_not_answer_a_conversation_a_human_was_assigned() -> None:
     payload = incoming()
     payload["conversation"]["meta"]["assignee_type"] = "User"
     assert classify_event(payload).reason == "conversation_not_bot_handled"
 
 
-@needs_fixtures
 def test_a_bot_assignee_still_lets_the_bot_answer() -> None:
     payload = incoming()
     payload["conversation"]["meta"]["assignee_type"] = "AgentBot"
     assert classify_event(payload).action is EventAction.ANSWER
 
 
-@needs_fixtures
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
@@ -189,7 +167,6 @@ def test_messages_that_are_not_answered(changes: dict[str, Any], reason: str) ->
     assert decision.message is None
 
 
-@needs_fixtures
 def test_a_public_reply_by_a_user_without_our_marker_is_a_human_takeover() -> None:
     decision = classify_event(
         incoming(message_type="outgoing", sender={"id": 21, "name": "Priya", "type": "user"})
@@ -198,20 +175,17 @@ def test_a_public_reply_by_a_user_without_our_marker_is_a_human_takeover() -> No
     assert decision.conversation_id == 318
 
 
-@needs_fixtures
 def test_a_private_note_with_a_user_sender_is_not_a_takeover() -> None:
     note = load("message_created.private_note.json")
     assert note["sender"]["type"] == "user"
     assert classify_event(note).action is EventAction.IGNORE
 
 
-@needs_fixtures
 @pytest.mark.parametrize(("value", "expected"), [("false", True), (0, True), ("true", False)])
 def test_loosely_encoded_private_flags_are_understood(value: object, expected: bool) -> None:
     assert (classify_event(incoming(private=value)).action is EventAction.ANSWER) == expected
 
 
-@needs_fixtures
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
@@ -382,7 +356,6 @@ _mutation = st.tuples(
 )
 
 
-@needs_fixtures
 @given(st.lists(_mutation, min_size=1, max_size=5))
 def test_mutated_customer_messages_raise_nothing_but_payload_errors(
     mutations: list[tuple[bool, str, str, Any]],

@@ -1,27 +1,19 @@
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.domain.conversation import ChatTurn
 from app.domain.history import history_from_messages
+from tests.support.fixtures import CHATWOOT_FIXTURES
 
-LIST_MESSAGES = (
-    Path(__file__).parents[2].parent
-    / "shared"
-    / "chatwoot"
-    / "fixtures"
-    / "api"
-    / "list_messages.json"
-)
+LIST_MESSAGES = CHATWOOT_FIXTURES / "api" / "list_messages.json"
 
 
 def item(message_type: object, content: object, **extra: Any) -> dict[str, Any]:
     return {"message_type": message_type, "content": content, "private": False, **extra}
 
 
-@pytest.mark.skipif(not LIST_MESSAGES.is_file(), reason="Chatwoot fixtures not found")
 def test_the_recorded_conversation_keeps_only_public_turns() -> None:
     messages = json.loads(LIST_MESSAGES.read_text(encoding="utf-8"))["payload"]
     turns = history_from_messages(messages)

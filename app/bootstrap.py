@@ -16,10 +16,14 @@ import openai
 
 from app.adapters.chatwoot import ChatwootClient
 from app.adapters.llm import ReplyGenerator
-from app.config import ConfigError, Settings
+from app.adapters.n8n import N8nClient
+from app.adapters.slack import LogNotifier, SlackNotifier
+from app.config import ConfigError, Settings, initial_rollout
 from app.domain.personas import PERSONAS
+from app.forwarding import N8N_CIRCUIT, CircuitBreaker, N8nForwarder
 from app.intake import WebhookIntake
 from app.leads import LeadIntake
+from app.rollout import RolloutService
 from app.store.base import Store
 from app.store.sqlite import SqliteStore
 from app.webhook_auth import WebhookAuth
@@ -73,7 +77,24 @@ def build_generator(settings: Settings) -> ReplyGenerator:
         max_retries=0,
         timeout=settings.llm_timeout_s,
     )
-    return ReplyGenerator(client, model=settings.openai_model, timeout_s=settings.llm_timeout_s)
+    # No temperature: gpt-5 models accept only their default and answer 400 to any other.
+    return ReplyGenerator(
+        client, model=settings.openai_model, timeout_s=settings.llm_timeout_s, temperature=None
+    )
+
+
+def build_forwarder(settings: Settings, store: Store) -> N8nForwarder | None:
+    if not settings.n8n_webhook_url:
+        return None
+    http = httpx.Client(timeout=httpx.Timeout(settings.n8n_timeout_s, connect=1.0))
+    client = N8nClient(http, url=settings.n8n_webhook_url)
+    return N8nForwarder(client, CircuitBreaker(store, N8N_CIRCUIT))
+
+
+def build_notifier(settings: Settings) -> SlackNotifier | LogNotifier:
+    if not settings.slack_webhook_url:
+        return LogNotifier()
+    return SlackNotifier(httpx.Client(timeout=5.0), url=settings.slack_webhook_url)
 
 
 @dataclass
@@ -83,6 +104,8 @@ class Services:
     queue: HueyJobQueue
     webhook_auth: WebhookAuth
     intake: WebhookIntake
+    rollout: RolloutService
+    forwarder: N8nForwarder | None
     chatwoot: ChatwootClient | None
     leads: LeadIntake | None
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -98,6 +121,7 @@ class Services:
                 chatwoot=self.chatwoot,
                 generator=build_generator(self.settings),
                 queue=self.queue,
+                rollout=self.rollout,
                 settings=PipelineSettings(
                     response_delay_scale=self.settings.response_delay_scale,
                     send_rate_per_s=self.settings.queue_rate_limit,
@@ -118,6 +142,10 @@ def build_services(settings: Settings, *, worker: bool = False) -> Services:
         return services.pipeline()
 
     queue = HueyJobQueue(build_huey(settings), pipeline)
+    forwarder = build_forwarder(settings, store)
+    rollout = RolloutService(
+        store, initial=initial_rollout(settings), forwarder=forwarder, queue=queue
+    )
     leads = (
         LeadIntake(store, queue, chatwoot, inbox_id=settings.chatwoot_inbox_id)
         if chatwoot is not None and settings.chatwoot_inbox_id is not None
@@ -132,7 +160,9 @@ def build_services(settings: Settings, *, worker: bool = False) -> Services:
             token=settings.webhook_token,
             allow_unauthenticated=settings.allow_unauthenticated_webhooks,
         ),
-        intake=WebhookIntake(store, queue),
+        intake=WebhookIntake(store, queue, rollout, forwarder),
+        rollout=rollout,
+        forwarder=forwarder,
         chatwoot=chatwoot,
         leads=leads,
     )

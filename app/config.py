@@ -15,6 +15,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from app.domain.rollout import RolloutState
+
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable and what to do."""
@@ -46,6 +48,7 @@ class Settings:
     llm_timeout_s: float = 20.0
 
     n8n_webhook_url: str | None = None
+    n8n_timeout_s: float = 3.0
     enable_ai_broker: bool = True
     rollout_percentage: int = 0
     rollout_shadow: bool = False
@@ -117,6 +120,7 @@ class Settings:
             openai_model=env.text("OPENAI_MODEL") or "gpt-5-mini",
             llm_timeout_s=env.number("LLM_TIMEOUT_S", 20.0, minimum=0.1),
             n8n_webhook_url=env.text("N8N_AI_BROKER_WEBHOOK_URL"),
+            n8n_timeout_s=env.number("N8N_TIMEOUT_S", 3.0, minimum=0.1),
             enable_ai_broker=env.boolean("ENABLE_AI_BROKER", True),
             rollout_percentage=env.integer("ROLLOUT_PERCENTAGE", 0, minimum=0, maximum=100) or 0,
             rollout_shadow=env.boolean("ROLLOUT_SHADOW", False),
@@ -138,6 +142,11 @@ class Settings:
             raise ConfigError("LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         if settings.log_format not in {"text", "json"}:
             raise ConfigError("LOG_FORMAT must be 'text' or 'json'")
+        if not settings.enable_ai_broker and settings.rollout_percentage < 100:
+            raise ConfigError(
+                "ENABLE_AI_BROKER=false (n8n off) needs ROLLOUT_PERCENTAGE=100: below that n8n "
+                "still answers part of the conversations"
+            )
         if bool(settings.supabase_url) != bool(settings.supabase_service_role_key):
             raise ConfigError(
                 "SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY must be set together "
@@ -151,7 +160,6 @@ class Settings:
             for name, value in (
                 ("CHATWOOT_BASE_URL", self.chatwoot_base_url),
                 ("CHATWOOT_ACCOUNT_ID", self.chatwoot_account_id),
-                ("CHATWOOT_INBOX_ID", self.chatwoot_inbox_id),
                 ("CHATWOOT_API_TOKEN", self.chatwoot_api_token),
             )
             if value in (None, "")
@@ -234,3 +242,13 @@ def _check_range(name: str, value: float, minimum: float | None, maximum: float 
         raise ConfigError(f"{name} must be at least {minimum:g}, not {value:g}")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be at most {maximum:g}, not {value:g}")
+
+
+def initial_rollout(settings: Settings) -> RolloutState:
+    """The rollout a new store starts with; after that the store's state is the live one."""
+    return RolloutState(
+        percentage=settings.rollout_percentage,
+        shadow=settings.rollout_shadow,
+        n8n_enabled=settings.enable_ai_broker,
+        updated_by="environment",
+    )

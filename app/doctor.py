@@ -78,7 +78,9 @@ def _queue(settings: Settings) -> str:
     huey = build_huey(settings)
     pending = huey.pending_count()
     backend = (
-        f"Redis {settings.redis_url}" if settings.redis_url else f"SQLite {settings.queue_path}"
+        f"Redis {_without_credentials(settings.redis_url)}"
+        if settings.redis_url
+        else f"SQLite {settings.queue_path}"
     )
     return f"{backend} ({pending} pending)"
 

@@ -1,18 +1,33 @@
-"""Webhook intake: classify a Chatwoot event, record it in the ledger, hand it to a worker.
+"""Webhook intake: classify a Chatwoot event, route it, record it, hand it on.
 
 No call to Chatwoot or OpenAI happens here (Chatwoot waits 5 s, then gives up or hands the
 conversation to humans). The ledger write is the commitment: once it returns, the message will
 be answered even if the enqueue below fails, because the reaper re-enqueues stale queued jobs.
+
+Routing (INTERFACE.md, Rollout): a conversation's bucket decides n8n or the new pipeline. A
+message for n8n is forwarded from here, with a short timeout behind a circuit breaker — it needs
+neither Redis nor a worker, so rollback works when they are down. When n8n cannot take it, the
+new pipeline answers instead and the ledger says why.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from app.domain.events import EventAction, classify_event
+from app.domain.events import (
+    EventAction,
+    EventDecision,
+    InboundMessage,
+    classify_event,
+    foreign_reply_text,
+)
+from app.domain.rollout import Route
+from app.forwarding import N8nForwarder
+from app.rollout import RolloutService
 from app.store.base import Store
 from app.store.models import ConversationStatus, InboundStatus
 from tasks.queue import JobQueue
@@ -27,50 +42,162 @@ class IntakeResult:
     status: str  # accepted | ignored | duplicate
     reason: str
     job_id: str | None = None
+    route: str | None = None
 
 
 class WebhookIntake:
     def __init__(
-        self, store: Store, queue: JobQueue, *, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        queue: JobQueue,
+        rollout: RolloutService,
+        forwarder: N8nForwarder | None,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
         self._queue = queue
+        self._rollout = rollout
+        self._forwarder = forwarder
         self._clock = clock
 
-    def accept(self, payload: Mapping[str, object], *, delivery_id: str | None) -> IntakeResult:
+    def accept(
+        self,
+        payload: Mapping[str, object],
+        *,
+        raw: bytes,
+        headers: Mapping[str, str],
+        delivery_id: str | None,
+    ) -> IntakeResult:
         """Raises PayloadError for a malformed event we would act on, StoreError if not recorded."""
         decision = classify_event(payload)
-        now = self._clock()
+        result = self._dispatch(decision, payload, raw, headers, delivery_id)
+        self._store.count(WEBHOOK_COUNTER, f"{result.status}:{result.reason}")
+        return result
+
+    def _dispatch(
+        self,
+        decision: EventDecision,
+        payload: Mapping[str, object],
+        raw: bytes,
+        headers: Mapping[str, str],
+        delivery_id: str | None,
+    ) -> IntakeResult:
+        conversation_id = decision.conversation_id
+        if conversation_id is not None and self._forwarder is not None:
+            reply = foreign_reply_text(payload)
+            if reply is not None and self._rollout.route_for(conversation_id) is Route.N8N:
+                return self._n8n_replied(conversation_id, reply, payload)
         if decision.action is EventAction.IGNORE:
-            result = IntakeResult("ignored", decision.reason)
-        elif decision.action is EventAction.HUMAN_TAKEOVER:
-            assert decision.conversation_id is not None
+            return IntakeResult("ignored", decision.reason)
+        if decision.action is EventAction.HUMAN_TAKEOVER:
+            assert conversation_id is not None
             skipped = self._store.set_conversation_status(
-                decision.conversation_id, ConversationStatus.HUMAN, decision.reason, now=now
+                conversation_id, ConversationStatus.HUMAN, decision.reason, now=self._clock()
             )
             if skipped:
                 log.info(
                     "conversation=%s taken by a human (%s); %d unsent replies cancelled",
-                    decision.conversation_id,
+                    conversation_id,
                     decision.reason,
                     len(skipped),
                 )
-            result = IntakeResult("accepted", decision.reason)
-        else:
-            assert decision.message is not None
-            outcome = self._store.record_inbound(decision.message, delivery_id=delivery_id, now=now)
-            if outcome.status is InboundStatus.RECORDED and outcome.job is not None:
-                self._enqueue(outcome.job.id)
-                result = IntakeResult("accepted", outcome.reason, outcome.job.id)
-            elif outcome.status is InboundStatus.DUPLICATE:
-                result = IntakeResult("duplicate", outcome.reason)
-            else:
-                result = IntakeResult("ignored", outcome.reason)
-        self._store.count(WEBHOOK_COUNTER, f"{result.status}:{result.reason}")
-        return result
+            return IntakeResult("accepted", decision.reason)
+        assert decision.message is not None
+        if self._rollout.route_for(decision.message.conversation_id) is Route.N8N:
+            return self._to_n8n(decision.message, raw, headers, delivery_id)
+        return self._to_pipeline(decision.message, raw, delivery_id, reason=None)
+
+    def _to_pipeline(
+        self, message: InboundMessage, raw: bytes, delivery_id: str | None, reason: str | None
+    ) -> IntakeResult:
+        outcome = self._store.record_inbound(
+            message,
+            delivery_id=delivery_id,
+            now=self._clock(),
+            route=Route.NEW,
+            route_reason=reason,
+            payload=raw.decode("utf-8", errors="replace"),
+        )
+        if outcome.status is InboundStatus.RECORDED and outcome.job is not None:
+            self._enqueue(outcome.job.id)
+            return IntakeResult("accepted", reason or outcome.reason, outcome.job.id, Route.NEW)
+        if outcome.status is InboundStatus.DUPLICATE:
+            return IntakeResult("duplicate", outcome.reason)
+        return IntakeResult("ignored", outcome.reason)
+
+    def _to_n8n(
+        self,
+        message: InboundMessage,
+        raw: bytes,
+        headers: Mapping[str, str],
+        delivery_id: str | None,
+    ) -> IntakeResult:
+        assert self._forwarder is not None
+        if not self._forwarder.breaker.admit():
+            # n8n is known to be down: do not make the customer wait for another timeout.
+            return self._to_pipeline(message, raw, delivery_id, reason="n8n_circuit_open")
+        outcome = self._store.record_inbound(
+            message,
+            delivery_id=delivery_id,
+            now=self._clock(),
+            route=Route.N8N,
+            payload=raw.decode("utf-8", errors="replace"),
+        )
+        if outcome.status is InboundStatus.DUPLICATE:
+            return IntakeResult("duplicate", outcome.reason)
+        if outcome.status is not InboundStatus.RECORDED or outcome.job is None:
+            return IntakeResult("ignored", outcome.reason)
+        job = outcome.job
+        if self._rollout.current().shadows(Route.N8N, n8n_configured=True):
+            shadow = self._store.create_shadow(message, now=self._clock())
+            if shadow is not None:
+                self._enqueue(shadow.id)
+        handover = self._forwarder.hand_over(raw, headers)
+        now = self._clock()
+        if handover.accepted:
+            self._store.forward_outcome(job.id, accepted=True, reason="bucket", now=now)
+            if handover.result is not None and handover.result.reply_text:
+                self._store.record_n8n_reply(
+                    message.conversation_id,
+                    reply=handover.result.reply_text,
+                    at=now,
+                    source="webhook_response",
+                    inbound_message_id=message.message_id,
+                )
+            return IntakeResult("accepted", "forwarded_to_n8n", job.id, Route.N8N)
+        requeued = self._store.forward_outcome(
+            job.id, accepted=False, reason=handover.reason, now=now
+        )
+        if requeued is not None:
+            self._enqueue(requeued.id)
+        log.warning(
+            "conversation=%s: %s; the new pipeline answers",
+            message.conversation_id,
+            handover.reason,
+        )
+        return IntakeResult("accepted", handover.reason, job.id, Route.NEW)
+
+    def _n8n_replied(
+        self, conversation_id: int, reply: str, payload: Mapping[str, object]
+    ) -> IntakeResult:
+        at = _created_at(payload.get("created_at")) or self._clock()
+        paired = self._store.record_n8n_reply(
+            conversation_id, reply=reply, at=at, source="message_event"
+        )
+        return IntakeResult("accepted" if paired else "ignored", "n8n_reply")
 
     def _enqueue(self, job_id: str) -> None:
         try:
             self._queue.enqueue_prepare(job_id)
         except Exception:
             log.exception("job=%s recorded but not enqueued; the reaper will pick it up", job_id)
+
+
+def _created_at(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

@@ -13,7 +13,9 @@ import sys
 import time
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
-_PHONE = re.compile(r"\+?\d[\d \-]{6,}(\d{2})")
+# E.164 numbers (+6591234567, "+65 9123 4567") and bare 8-digit Singapore numbers; never a run
+# of digits inside a word, so hex job ids, UUIDs and timestamps stay searchable.
+_PHONE = re.compile(r"(?<![\w-])(?:\+\d[\d \-]{6,}|\d{6})(\d{2})(?![\w-])")
 
 
 def mask_contact_details(text: str) -> str:

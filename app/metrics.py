@@ -5,18 +5,49 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 
+from app.domain.circuit import Circuit, CircuitPosition
+from app.domain.rollout import RolloutState
 from app.intake import WEBHOOK_COUNTER
 from app.store.base import Store
 
 LATENCY_BUCKETS_S = (1, 2, 3, 4, 5, 6, 8, 10, 15, 30, 60)
 LATENCY_WINDOW_S = 3600
+CIRCUIT_GAUGE = {CircuitPosition.CLOSED: 0, CircuitPosition.OPEN: 1, CircuitPosition.HALF_OPEN: 0.5}
 
 
 def render_metrics(
-    store: Store, queue_depth: Mapping[str, int], *, now: float | None = None
+    store: Store,
+    queue_depth: Mapping[str, int],
+    *,
+    rollout: RolloutState | None = None,
+    circuit: Circuit | None = None,
+    now: float | None = None,
 ) -> str:
     now = time.time() if now is None else now
     lines: list[str] = []
+    if rollout is not None:
+        _family(
+            lines,
+            "ai_broker_rollout_percentage",
+            "gauge",
+            "Share of conversations routed to the new pipeline",
+            [("", rollout.percentage)],
+        )
+        _family(
+            lines,
+            "ai_broker_rollout_shadow",
+            "gauge",
+            "1 when shadow comparison is on",
+            [("", int(rollout.shadow))],
+        )
+    if circuit is not None:
+        _family(
+            lines,
+            "ai_broker_n8n_circuit_open",
+            "gauge",
+            "n8n circuit breaker: 0 closed, 1 open, 0.5 half-open",
+            [("", CIRCUIT_GAUGE[circuit.position])],
+        )
     _family(
         lines,
         "ai_broker_webhooks_total",
@@ -69,12 +100,16 @@ def render_metrics(
 
 
 def _family(
-    lines: list[str], name: str, kind: str, help_text: str, samples: Iterable[tuple[str, int]]
+    lines: list[str],
+    name: str,
+    kind: str,
+    help_text: str,
+    samples: Iterable[tuple[str, float]],
 ) -> None:
     lines.append(f"# HELP {name} {help_text}")
     lines.append(f"# TYPE {name} {kind}")
     for labels, value in samples:
-        lines.append(f"{name}{{{labels}}} {value}")
+        lines.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
 
 
 def _escape(value: str) -> str:

@@ -35,6 +35,7 @@ from app.domain.jobs import (
 )
 from app.domain.lead import LeadProfile
 from app.domain.personas import (
+    PERSONAS,
     BrokerPersona,
     failure_apology,
     fallback_reply,
@@ -43,7 +44,9 @@ from app.domain.personas import (
     persona_by_slug,
 )
 from app.domain.prompt import build_system_prompt
-from app.domain.urgency import EscalationReason, analyze_message_urgency
+from app.domain.rollout import bucket
+from app.domain.urgency import EscalationReason, analyze_message_urgency, escalation_reason
+from app.rollout import RolloutService
 from app.store.base import Store, StoreError
 from app.store.models import NOT_DUE, BrokerConversation, ClaimStatus, ConversationStatus
 from tasks.queue import JobQueue
@@ -60,6 +63,7 @@ class PipelineSettings:
     lease_s: float = 60.0
     coalesce_window_s: float = 20.0
     capacity_retry_s: float = 2.0
+    pause_recheck_s: float = 2.0
     send_rate_per_s: float = 10.0
 
 
@@ -75,6 +79,7 @@ class ReplyPipeline:
         chatwoot: ChatwootClient,
         generator: ReplyGenerator,
         queue: JobQueue,
+        rollout: RolloutService,
         settings: PipelineSettings,
         worker_id: str,
         clock: Callable[[], float] = time.time,
@@ -85,6 +90,7 @@ class ReplyPipeline:
         self._chatwoot = chatwoot
         self._generator = generator
         self._queue = queue
+        self._rollout = rollout
         self._settings = settings
         self._worker_id = worker_id
         self._clock = clock
@@ -97,6 +103,11 @@ class ReplyPipeline:
         if job is None or job.state is not JobState.QUEUED:
             return
         now = self._clock()
+        if self._paused(job_id, now, self._queue.enqueue_prepare):
+            return
+        if job.kind is JobKind.SHADOW:
+            self._prepare_shadow(job, now)
+            return
         conversation = self._store.get_conversation(job.conversation_id)
         if conversation is None:
             # The customer wrote without the lead form: the least-loaded broker takes them.
@@ -139,8 +150,26 @@ class ReplyPipeline:
         else:
             self._queue.enqueue_respond(job.id, at=prepared.due_at)
 
+    def _prepare_shadow(self, job: ReplyJob, now: float) -> None:
+        """Shadow replies skip the human-like delay and hold no capacity: nobody waits for them
+        and they must not change what the live brokers can take."""
+        conversation = self._store.get_conversation(job.conversation_id)
+        broker_id = conversation.broker_id if conversation else _shadow_persona(job).slug
+        if self._store.prepare_job(
+            job.id, broker_id=broker_id, delay_s=0.0, escalation_reason=None, now=now
+        ):
+            self.respond(job.id)
+
+    def _paused(self, job_id: str, now: float, later: Callable[..., None]) -> bool:
+        if not self._rollout.current().queue_paused:
+            return False
+        later(job_id, at=now + self._settings.pause_recheck_s)
+        return True
+
     # -- respond -----------------------------------------------------------------------------
     def respond(self, job_id: str) -> None:
+        if self._paused(job_id, self._clock(), self._queue.enqueue_respond):
+            return
         claim = self._store.claim_job(
             job_id,
             owner=self._worker_id,
@@ -158,7 +187,9 @@ class ReplyPipeline:
             return
         job = claim.job
         try:
-            if job.attempts > MAX_ATTEMPTS:
+            if job.kind is JobKind.SHADOW:
+                self._answer_shadow(job)
+            elif job.attempts > MAX_ATTEMPTS:
                 # The reply attempts are spent; an earlier apology did not get through yet.
                 self._give_up(job, job.error or "earlier attempts failed", None)
             else:
@@ -169,6 +200,39 @@ class ReplyPipeline:
             self._after_failure(job, exc, retryable=exc.retryable, retry_after=exc.retry_after)
         except Exception as exc:  # noqa: BLE001 - any bug or outage: retry, then hand off
             self._after_failure(job, exc, retryable=True, retry_after=None)
+
+    def _answer_shadow(self, job: ReplyJob) -> None:
+        """Write the reply the new pipeline would have sent, and only record it: no Chatwoot
+        write, no assignment, no capacity (DESIGN decision 5)."""
+        assert job.comparison_id is not None and job.broker_id is not None
+        persona = persona_by_slug(job.broker_id)
+        conversation = self._store.get_conversation(job.conversation_id)
+        history = history_from_messages(self._chatwoot.list_messages(job.conversation_id))
+        lead = (
+            LeadProfile.from_dict(conversation.lead_profile)
+            if conversation and conversation.lead_profile
+            else None
+        )
+        escalation = escalation_reason(job.inbound_content or "")
+        if escalation is not None:
+            text, used_fallback = handoff_message(persona, escalation), False
+        else:
+            generated = self._generator.generate(
+                system_prompt=build_system_prompt(persona, lead),
+                history=history,
+                customer_messages=[job.inbound_content] if job.inbound_content else [],
+                fallback_text=fallback_reply(persona),
+            )
+            text, used_fallback = generated.text, generated.used_fallback
+        self._store.record_shadow_reply(
+            job.comparison_id,
+            reply=text,
+            latency_ms=(self._clock() - job.received_at) * 1000,
+            used_fallback=used_fallback,
+            broker_id=persona.slug,
+        )
+        self._finish(job, JobState.RECORDED, reply_text=text, used_fallback=used_fallback)
+        log.info("shadow job=%s conversation=%s recorded", job.id, job.conversation_id)
 
     def _answer(self, job: ReplyJob, batch: Sequence[ReplyJob]) -> None:
         conversation = self._conversation(job)
@@ -299,6 +363,9 @@ class ReplyPipeline:
         if retryable and job.attempts < MAX_ATTEMPTS:
             self._retry(job, error, detail, retry_after)
             return
+        if job.kind is JobKind.SHADOW:
+            self._finish(job, JobState.FAILED, error=error, error_detail=detail)
+            return
         log.error("job=%s failed after %d attempts (%s); handing off", job.id, job.attempts, error)
         self._give_up(job, error, detail)
 
@@ -320,19 +387,39 @@ class ReplyPipeline:
             handoff_error = f"{error}; handoff failed: {_describe(exc)}"
             retryable = not isinstance(exc, ChatwootError) or exc.retryable
             if retryable and job.attempts < MAX_HANDOFF_ATTEMPTS:
-                self._retry(job, handoff_error, detail, getattr(exc, "retry_after", None))
+                # Stay in give-up mode: the next attempt goes straight to the apology.
+                self._retry(
+                    job,
+                    handoff_error,
+                    detail,
+                    getattr(exc, "retry_after", None),
+                    min_attempts=MAX_ATTEMPTS,
+                )
                 return
             self._finish(job, JobState.FAILED, error=handoff_error, error_detail=detail)
         else:
             self._finish(
                 job, JobState.FAILED, reply_message_id=apology_id, error=error, error_detail=detail
             )
+            self._store.record_delivered_reply(
+                job.conversation_id,
+                persona.slug,
+                customer_messages=1 if job.kind is JobKind.REPLY else 0,
+                handoff_reason="ai_failure",
+                now=self._clock(),
+            )
         self._store.set_conversation_status(
             job.conversation_id, ConversationStatus.HANDED_OFF, "ai_failure", now=self._clock()
         )
 
     def _retry(
-        self, job: ReplyJob, error: str, detail: str | None, retry_after: float | None
+        self,
+        job: ReplyJob,
+        error: str,
+        detail: str | None,
+        retry_after: float | None,
+        *,
+        min_attempts: int = 0,
     ) -> None:
         now = self._clock()
         due_at = now + retry_delay_s(job.attempts, retry_after)
@@ -344,7 +431,13 @@ class ReplyPipeline:
             due_at - now,
         )
         if self._store.retry_job(
-            job.id, owner=self._worker_id, due_at=due_at, error=error, error_detail=detail, now=now
+            job.id,
+            owner=self._worker_id,
+            due_at=due_at,
+            error=error,
+            error_detail=detail,
+            now=now,
+            min_attempts=min_attempts,
         ):
             self._queue.enqueue_respond(job.id, at=due_at)
 
@@ -376,6 +469,11 @@ class ReplyPipeline:
             job.id, owner=self._worker_id, state=state, now=self._clock(), **fields
         ):
             raise LeaseLost(job.id)
+
+
+def _shadow_persona(job: ReplyJob) -> BrokerPersona:
+    # A conversation n8n answers may have no broker of ours; any stable choice will do.
+    return PERSONAS[bucket(job.conversation_id) % len(PERSONAS)]
 
 
 def _escalation(batch: Sequence[ReplyJob]) -> EscalationReason | None:

@@ -1,8 +1,9 @@
 """`ai-broker worker`: a Huey consumer running the reply pipeline, plus its maintenance loop.
 
 The maintenance loop (every 2 s) writes this process's heartbeat and runs the reaper, which
-re-enqueues ledger jobs whose Huey task was lost (a killed worker, a failed enqueue). Huey's own
-periodic tasks have minute granularity, too coarse for either.
+re-enqueues ledger jobs whose Huey task was lost (a killed worker, a failed enqueue), and every
+5 s the automatic rollback guard. Huey's own periodic tasks have minute granularity, too coarse
+for any of them.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import socket
 import threading
 import time
 
-from app.bootstrap import Services, build_services, prepare_store
+from app.bootstrap import Services, build_notifier, build_services, prepare_store
 from app.config import Settings
+from app.guard import RolloutGuard
 from app.store.models import ReapAction, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_S = 2.0
 STALE_AFTER_S = 15.0
 PRUNE_EVERY_S = 300.0
+GUARD_EVERY_S = 5.0
 
 
 class Maintenance:
@@ -29,6 +32,10 @@ class Maintenance:
         self._services = services
         self._started_at = started_at
         self._last_prune = 0.0
+        self._last_guard = 0.0
+        self._guard = RolloutGuard(
+            services.store, services.rollout, build_notifier(services.settings)
+        )
 
     def tick(self, now: float) -> int:
         store = self._services.store
@@ -51,6 +58,9 @@ class Maintenance:
                 self._services.queue.enqueue_respond(job.job_id, at=at)
         if reaped:
             log.warning("reaper re-enqueued %d job(s) whose task was lost", len(reaped))
+        if now - self._last_guard >= GUARD_EVERY_S:
+            self._last_guard = now
+            self._guard.check()
         if now - self._last_prune > PRUNE_EVERY_S:
             store.prune(now=now)
             self._last_prune = now

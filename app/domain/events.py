@@ -214,3 +214,19 @@ def _require_bool(value: object, field: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
     raise PayloadError(f"{field} must be a boolean")
+
+
+def foreign_reply_text(payload: Mapping[str, object]) -> str | None:
+    """The text of a public outgoing message we did not send (no job marker), else None.
+
+    In a conversation routed to n8n this is n8n's reply: the workflow posts with a user or bot
+    token, so only our own marker tells our replies apart (CONTRACT §6)."""
+    if payload.get("event") != "message_created" or payload.get("message_type") != "outgoing":
+        return None
+    if payload.get("private") is not False:
+        return None
+    attributes = payload.get("content_attributes")
+    if isinstance(attributes, Mapping) and JOB_MARKER_KEY in attributes:
+        return None
+    content = payload.get("content")
+    return content.strip() if isinstance(content, str) and content.strip() else None

@@ -9,6 +9,10 @@ has a state, and a job in `running` holds a lease that a reaper can take back.
                 ▼
     merged (answered by a newer job of the same burst) | skipped (a human has the
     conversation) | cancelled (an operator or a rollback)
+
+Messages routed to n8n are in the ledger too (dedupe, traffic share): forwarding ──▶ forwarded,
+or back to queued for the new pipeline when n8n cannot take them. A rollback moves unsent new-
+pipeline jobs to cancelled ──▶ forwarded the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from enum import StrEnum
 class JobKind(StrEnum):
     REPLY = "reply"
     GREETING = "greeting"
+    SHADOW = "shadow"  # a reply written for comparison with n8n's, never sent
 
 
 class JobState(StrEnum):
@@ -32,6 +37,9 @@ class JobState(StrEnum):
     SKIPPED = "skipped"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    RECORDED = "recorded"  # a shadow reply, stored for comparison, never sent
+    FORWARDING = "forwarding"  # routed to n8n, being handed over
+    FORWARDED = "forwarded"  # n8n accepted it and answers it
 
     @property
     def is_terminal(self) -> bool:
@@ -46,6 +54,8 @@ TERMINAL_STATES = frozenset(
         JobState.SKIPPED,
         JobState.FAILED,
         JobState.CANCELLED,
+        JobState.RECORDED,
+        JobState.FORWARDED,
     }
 )
 UNSENT_STATES = frozenset({JobState.QUEUED, JobState.WAITING})
@@ -94,6 +104,10 @@ class ReplyJob:
     fallback_reason: str | None
     error: str | None
     updated_at: float
+    route: str = "new"
+    route_reason: str | None = None
+    inbound_payload: str | None = None
+    comparison_id: int | None = None
 
     @property
     def reply_latency_s(self) -> float | None:

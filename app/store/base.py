@@ -11,16 +11,22 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
+from app.domain.circuit import Circuit
 from app.domain.events import InboundMessage
 from app.domain.jobs import JobState, ReplyJob
 from app.domain.personas import BrokerPersona
+from app.domain.rollout import RolloutState, Route
 from app.store.models import (
+    AuditEntry,
     Broker,
     BrokerConversation,
     Claim,
+    Comparison,
     ConversationStatus,
     InboundOutcome,
     ReapedJob,
+    ReplyWindowStats,
+    Verdict,
     WorkerHeartbeat,
 )
 
@@ -88,10 +94,18 @@ class Store(Protocol):
 
     # -- the reply-job ledger ----------------------------------------------------------------
     def record_inbound(
-        self, message: InboundMessage, *, delivery_id: str | None, now: float
+        self,
+        message: InboundMessage,
+        *,
+        delivery_id: str | None,
+        now: float,
+        route: Route = Route.NEW,
+        route_reason: str | None = None,
+        payload: str | None = None,
     ) -> InboundOutcome:
         """Atomically: dedupe on delivery id and message id, refuse conversations a human has,
-        and create the reply job in state queued."""
+        and create the job: queued for the new pipeline, forwarding for n8n. `payload` (the raw
+        webhook body) is kept so the message can be handed to n8n later (rollback)."""
         ...
 
     def create_greeting_job(self, conversation_id: int, broker_id: str, *, now: float) -> ReplyJob:
@@ -165,14 +179,110 @@ class Store(Protocol):
         error: str,
         error_detail: str | None,
         now: float,
+        min_attempts: int = 0,
     ) -> bool:
-        """running -> waiting for another attempt at `due_at`. False if not ours."""
+        """running -> waiting for another attempt at `due_at`. False if not ours.
+        `min_attempts` raises the attempt count (a job giving up stays giving up)."""
         ...
 
     def reap(self, *, now: float, stale_after_s: float, limit: int = 500) -> list[ReapedJob]:
         """Jobs whose Huey task was lost: running with an expired lease, or queued/waiting and
         overdue by `stale_after_s`. Each is touched so only one reaper re-enqueues it."""
         ...
+
+    # -- rollout -----------------------------------------------------------------------------
+    def get_rollout(self, *, initial: RolloutState) -> RolloutState:
+        """The live rollout; `initial` (from the environment) is stored on first use."""
+        ...
+
+    def save_rollout(
+        self,
+        state: RolloutState,
+        *,
+        expected: RolloutState,
+        action: str,
+        reason: str,
+        automatic: bool,
+        detail: Mapping[str, object] | None = None,
+    ) -> bool:
+        """Compare-and-set on `expected.updated_at`, with the audit row in the same transaction.
+        False if someone else changed the rollout first (re-read and retry)."""
+        ...
+
+    def audit_log(self, *, limit: int = 100) -> list[AuditEntry]: ...
+
+    # -- n8n hand-over -----------------------------------------------------------------------
+    def forward_outcome(
+        self, job_id: str, *, accepted: bool, reason: str, now: float
+    ) -> ReplyJob | None:
+        """A forwarding or cancelled job: forwarded when n8n accepted it, else back to queued
+        for the new pipeline (which then answers it). None if the job was in another state."""
+        ...
+
+    def cancel_unsent_replies(self, *, reason: str, now: float) -> list[ReplyJob]:
+        """Cancel every new-pipeline reply that has not started sending (rollback)."""
+        ...
+
+    def cancel_job(self, job_id: str, *, reason: str, now: float) -> bool: ...
+
+    def requeue_job(self, job_id: str, *, now: float) -> ReplyJob | None:
+        """A failed or cancelled job back to queued with fresh attempts (operator retry)."""
+        ...
+
+    # -- shadow comparisons ------------------------------------------------------------------
+    def create_shadow(self, message: InboundMessage, *, now: float) -> ReplyJob | None:
+        """A comparison row and its shadow job, once per customer message."""
+        ...
+
+    def record_shadow_reply(
+        self,
+        comparison_id: int,
+        *,
+        reply: str,
+        latency_ms: float,
+        used_fallback: bool,
+        broker_id: str,
+    ) -> None: ...
+
+    def record_n8n_reply(
+        self,
+        conversation_id: int,
+        *,
+        reply: str,
+        at: float,
+        source: str,
+        inbound_message_id: int | None = None,
+    ) -> Comparison | None:
+        """Pair n8n's reply with the comparison of that message (or the conversation's latest
+        one still waiting for it); the similarity is scored once both replies are in."""
+        ...
+
+    def set_verdict(
+        self, comparison_id: int, verdict: Verdict, *, note: str, actor: str, now: float
+    ) -> bool: ...
+    def get_comparison(self, comparison_id: int) -> Comparison | None: ...
+    def list_comparisons(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        broker_id: str | None = None,
+        max_similarity: float | None = None,
+        unrated: bool = False,
+        conversation_id: int | None = None,
+        limit: int = 200,
+    ) -> list[Comparison]: ...
+
+    # -- circuit breakers --------------------------------------------------------------------
+    def get_circuit(self, name: str) -> Circuit: ...
+    def swap_circuit(self, name: str, *, expected_version: int, circuit: Circuit) -> bool:
+        """Compare-and-set on the version; the new row gets version expected + 1."""
+        ...
+
+    # -- the new pipeline's health -----------------------------------------------------------
+    def reply_window_stats(
+        self, *, since: float, now: float, overdue_s: float = 30.0
+    ) -> ReplyWindowStats: ...
 
     # -- shared runtime state ----------------------------------------------------------------
     def acquire_send_slot(self, rate_per_s: float, *, now: float) -> float:

@@ -99,3 +99,55 @@ class WorkerHeartbeat:
     concurrency: int
     started_at: float
     seen_at: float
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: float
+    actor: str
+    action: str
+    before: dict[str, object]
+    after: dict[str, object]
+    reason: str
+    automatic: bool
+    detail: dict[str, object] | None
+
+
+class Verdict(StrEnum):
+    BETTER = "better"  # the new pipeline's reply is better than n8n's
+    SAME = "same"
+    WORSE = "worse"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    id: int
+    conversation_id: int
+    inbound_message_id: int
+    customer_message: str
+    received_at: float
+    broker_id: str | None
+    shadow_reply: str | None
+    shadow_latency_ms: float | None
+    shadow_used_fallback: bool | None
+    n8n_reply: str | None
+    n8n_latency_ms: float | None
+    n8n_source: str | None
+    similarity: float | None
+    verdict: Verdict | None
+    verdict_note: str | None
+    verdict_by: str | None
+    verdict_at: float | None
+
+
+@dataclass(frozen=True)
+class ReplyWindowStats:
+    """The new pipeline's replies that finished inside a window (for the guard and status)."""
+
+    finished: int
+    failed: int
+    sent: int
+    fallbacks: int
+    latencies_s: tuple[float, ...]
+    backlog: int

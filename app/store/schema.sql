@@ -69,12 +69,17 @@ CREATE TABLE IF NOT EXISTS reply_jobs (
     fallback_reason    TEXT,
     error              TEXT,
     error_detail       TEXT,
-    updated_at         REAL NOT NULL
+    updated_at         REAL NOT NULL,
+    route              TEXT NOT NULL DEFAULT 'new',  -- new | n8n
+    route_reason       TEXT,
+    inbound_payload    TEXT,                         -- the webhook body, to re-forward to n8n
+    comparison_id      INTEGER                       -- shadow jobs: their comparison row
 );
 CREATE INDEX IF NOT EXISTS reply_jobs_state_updated ON reply_jobs (state, updated_at);
 CREATE INDEX IF NOT EXISTS reply_jobs_conversation ON reply_jobs (conversation_id, seq);
 CREATE INDEX IF NOT EXISTS reply_jobs_merged_into ON reply_jobs (merged_into);
 CREATE INDEX IF NOT EXISTS reply_jobs_finished ON reply_jobs (finished_at);
+CREATE INDEX IF NOT EXISTS reply_jobs_received ON reply_jobs (received_at);
 
 -- X-Chatwoot-Delivery ids already accepted (agent-bot retries reuse them); pruned after a day.
 CREATE TABLE IF NOT EXISTS webhook_deliveries (
@@ -103,4 +108,64 @@ CREATE TABLE IF NOT EXISTS metric_counters (
     label TEXT NOT NULL,
     value INTEGER NOT NULL,
     PRIMARY KEY (name, label)
+);
+
+-- The live rollout (one row); initial values come from the environment.
+CREATE TABLE IF NOT EXISTS rollout_state (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    percentage   INTEGER NOT NULL CHECK (percentage BETWEEN 0 AND 100),
+    shadow       INTEGER NOT NULL,
+    n8n_enabled  INTEGER NOT NULL,
+    queue_paused INTEGER NOT NULL DEFAULT 0,
+    guard        TEXT NOT NULL,                    -- JSON GuardThresholds
+    updated_at   REAL NOT NULL,
+    updated_by   TEXT NOT NULL
+);
+
+-- Every rollout change: who, when, from, to, why, and whether the guard did it.
+CREATE TABLE IF NOT EXISTS rollout_audit (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        REAL NOT NULL,
+    actor     TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    before    TEXT NOT NULL,                       -- JSON RolloutState
+    after     TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    automatic INTEGER NOT NULL,
+    detail    TEXT                                 -- JSON, e.g. jobs cancelled by a rollback
+);
+CREATE INDEX IF NOT EXISTS rollout_audit_at ON rollout_audit (at);
+
+-- n8n's reply and the new pipeline's shadow reply to the same customer message.
+CREATE TABLE IF NOT EXISTS shadow_comparisons (
+    id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id      INTEGER NOT NULL,
+    inbound_message_id   INTEGER NOT NULL UNIQUE,
+    customer_message     TEXT NOT NULL,
+    received_at          REAL NOT NULL,
+    broker_id            TEXT,
+    shadow_reply         TEXT,
+    shadow_latency_ms    REAL,
+    shadow_used_fallback INTEGER,
+    n8n_reply            TEXT,
+    n8n_latency_ms       REAL,
+    n8n_source           TEXT,                     -- webhook_response | message_event
+    similarity           REAL,
+    verdict              TEXT CHECK (verdict IN ('better', 'same', 'worse')),
+    verdict_note         TEXT,
+    verdict_by           TEXT,
+    verdict_at           REAL
+);
+CREATE INDEX IF NOT EXISTS shadow_comparisons_conversation
+    ON shadow_comparisons (conversation_id, id);
+CREATE INDEX IF NOT EXISTS shadow_comparisons_received ON shadow_comparisons (received_at);
+
+-- Circuit breakers (the n8n forwarder's), shared by every receiver process.
+CREATE TABLE IF NOT EXISTS circuit_breakers (
+    name                 TEXT PRIMARY KEY,
+    position             TEXT NOT NULL,
+    consecutive_failures INTEGER NOT NULL,
+    opened_at            REAL,
+    probe_started_at     REAL,
+    version              INTEGER NOT NULL
 );

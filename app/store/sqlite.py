@@ -18,25 +18,42 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from app.domain.circuit import Circuit, CircuitPosition
 from app.domain.events import InboundMessage
 from app.domain.jobs import UNSENT_STATES, JobKind, JobState, ReplyJob
 from app.domain.personas import BrokerPersona
+from app.domain.rollout import RolloutState, Route
+from app.domain.similarity import similarity
 from app.store.base import StoreError
+from app.store.codec import guard_from_json, guard_to_json, rollout_to_dict
 from app.store.models import (
     NOT_DUE,
+    AuditEntry,
     Broker,
     BrokerConversation,
     Claim,
     ClaimStatus,
+    Comparison,
     ConversationStatus,
     InboundOutcome,
     InboundStatus,
     ReapAction,
     ReapedJob,
+    ReplyWindowStats,
+    Verdict,
     WorkerHeartbeat,
 )
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# Columns added after version 1; a store created by an older build gets them at start.
+_ADDED_COLUMNS = {
+    "reply_jobs": (
+        ("route", "TEXT NOT NULL DEFAULT 'new'"),
+        ("route_reason", "TEXT"),
+        ("inbound_payload", "TEXT"),
+        ("comparison_id", "INTEGER"),
+    ),
+}
 _UNSENT = tuple(state.value for state in UNSENT_STATES)
 
 
@@ -99,6 +116,7 @@ class SqliteStore:
     def init_schema(self) -> None:
         schema = resources.files("app.store").joinpath("schema.sql").read_text()
         connection = self._connection()
+        _add_missing_columns(connection)
         connection.executescript(schema)
         connection.execute(
             "INSERT INTO schema_meta (key, value) VALUES ('schema_version', ?) "
@@ -107,9 +125,19 @@ class SqliteStore:
         )
 
     def ping(self) -> None:
-        rows = self._read("SELECT value FROM schema_meta WHERE key = 'schema_version'")
+        try:
+            rows = self._read("SELECT value FROM schema_meta WHERE key = 'schema_version'")
+        except StoreError as exc:
+            if "no such table" not in str(exc):
+                raise
+            rows = []
         if not rows:
-            raise StoreError("store schema is missing: run `ai-broker db init`")
+            raise StoreError(f"no schema in {self._path}: run `ai-broker db init`")
+        if rows[0]["value"] != SCHEMA_VERSION:
+            raise StoreError(
+                f"schema version {rows[0]['value']}, this build needs {SCHEMA_VERSION}: "
+                "run `ai-broker db init`"
+            )
 
     def close(self) -> None:
         with self._connections_lock:
@@ -220,6 +248,8 @@ class SqliteStore:
                 (now, broker_id),
             ).rowcount
             if not taken:
+                # The job is alive, waiting for room: keep the reaper from thinking it lost.
+                db.execute("UPDATE reply_jobs SET updated_at = ? WHERE id = ?", (now, job_id))
                 return False
             db.execute(
                 "UPDATE reply_jobs SET capacity_held = 1, broker_id = ?, updated_at = ? "
@@ -300,7 +330,14 @@ class SqliteStore:
 
     # -- the reply-job ledger ----------------------------------------------------------------
     def record_inbound(
-        self, message: InboundMessage, *, delivery_id: str | None, now: float
+        self,
+        message: InboundMessage,
+        *,
+        delivery_id: str | None,
+        now: float,
+        route: Route = Route.NEW,
+        route_reason: str | None = None,
+        payload: str | None = None,
     ) -> InboundOutcome:
         with self._write() as db:
             if delivery_id is not None:
@@ -328,18 +365,23 @@ class SqliteStore:
                 (now, now, message.conversation_id),
             )
             job_id = _new_job_id()
+            state = JobState.FORWARDING if route is Route.N8N else JobState.QUEUED
             db.execute(
                 "INSERT INTO reply_jobs (id, kind, conversation_id, state, inbound_message_id, "
-                "inbound_content, delivery_id, received_at, updated_at) "
-                "VALUES (?, 'reply', ?, 'queued', ?, ?, ?, ?, ?)",
+                "inbound_content, delivery_id, received_at, updated_at, route, route_reason, "
+                "inbound_payload) VALUES (?, 'reply', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     message.conversation_id,
+                    state.value,
                     message.message_id,
                     message.content,
                     delivery_id,
                     now,
                     now,
+                    route.value,
+                    route_reason,
+                    payload,
                 ),
             )
             return InboundOutcome(
@@ -535,14 +577,16 @@ class SqliteStore:
         error: str,
         error_detail: str | None,
         now: float,
+        min_attempts: int = 0,
     ) -> bool:
         with self._write() as db:
             return bool(
                 db.execute(
                     "UPDATE reply_jobs SET state = 'waiting', due_at = ?, error = ?, "
                     "error_detail = ?, lease_owner = NULL, lease_expires_at = NULL, "
-                    "updated_at = ? WHERE id = ? AND state = 'running' AND lease_owner = ?",
-                    (due_at, error, error_detail, now, job_id, owner),
+                    "attempts = MAX(attempts, ?), updated_at = ? "
+                    "WHERE id = ? AND state = 'running' AND lease_owner = ?",
+                    (due_at, error, error_detail, min_attempts, now, job_id, owner),
                 ).rowcount
             )
 
@@ -575,6 +619,332 @@ class SqliteStore:
                     due_at = row["due_at"]
                 reaped.append(ReapedJob(row["id"], action, due_at))
             return reaped
+
+    # -- rollout -----------------------------------------------------------------------------
+    def get_rollout(self, *, initial: RolloutState) -> RolloutState:
+        rows = self._read("SELECT * FROM rollout_state WHERE id = 1")
+        if rows:
+            return _rollout(rows[0])
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO rollout_state (id, percentage, shadow, n8n_enabled, queue_paused, "
+                "guard, updated_at, updated_by) VALUES (1, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                _rollout_params(initial),
+            )
+            return _rollout(db.execute("SELECT * FROM rollout_state WHERE id = 1").fetchone())
+
+    def save_rollout(
+        self,
+        state: RolloutState,
+        *,
+        expected: RolloutState,
+        action: str,
+        reason: str,
+        automatic: bool,
+        detail: Mapping[str, object] | None = None,
+    ) -> bool:
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE rollout_state SET percentage = ?, shadow = ?, n8n_enabled = ?, "
+                "queue_paused = ?, guard = ?, updated_at = ?, updated_by = ? "
+                "WHERE id = 1 AND updated_at = ?",
+                (*_rollout_params(state), expected.updated_at),
+            ).rowcount
+            if not changed:
+                return False
+            db.execute(
+                "INSERT INTO rollout_audit (at, actor, action, before, after, reason, automatic, "
+                "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    state.updated_at,
+                    state.updated_by,
+                    action,
+                    json.dumps(rollout_to_dict(expected)),
+                    json.dumps(rollout_to_dict(state)),
+                    reason,
+                    int(automatic),
+                    json.dumps(detail) if detail is not None else None,
+                ),
+            )
+            return True
+
+    def audit_log(self, *, limit: int = 100) -> list[AuditEntry]:
+        rows = self._read("SELECT * FROM rollout_audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [
+            AuditEntry(
+                id=row["id"],
+                at=row["at"],
+                actor=row["actor"],
+                action=row["action"],
+                before=json.loads(row["before"]),
+                after=json.loads(row["after"]),
+                reason=row["reason"],
+                automatic=bool(row["automatic"]),
+                detail=json.loads(row["detail"]) if row["detail"] else None,
+            )
+            for row in rows
+        ]
+
+    # -- n8n hand-over -----------------------------------------------------------------------
+    def forward_outcome(
+        self, job_id: str, *, accepted: bool, reason: str, now: float
+    ) -> ReplyJob | None:
+        with self._write() as db:
+            if accepted:
+                changed = db.execute(
+                    "UPDATE reply_jobs SET state = 'forwarded', route = 'n8n', route_reason = "
+                    "COALESCE(route_reason, ?), finished_at = ?, updated_at = ? "
+                    "WHERE id = ? AND state IN ('forwarding', 'cancelled')",
+                    (reason, now, now, job_id),
+                ).rowcount
+            else:
+                # n8n could not take it: the new pipeline answers instead, so nothing is lost.
+                changed = db.execute(
+                    "UPDATE reply_jobs SET state = 'queued', route = 'new', route_reason = ?, "
+                    "finished_at = NULL, error = NULL, updated_at = ? "
+                    "WHERE id = ? AND state IN ('forwarding', 'cancelled')",
+                    (reason, now, job_id),
+                ).rowcount
+            return _job_by_id(db, job_id) if changed else None
+
+    def cancel_unsent_replies(self, *, reason: str, now: float) -> list[ReplyJob]:
+        with self._write() as db:
+            # A running job that has not stamped send_started_at cannot send any more:
+            # begin_send checks the state in the same database, so one of the two wins.
+            rows = db.execute(
+                "SELECT id FROM reply_jobs WHERE kind = 'reply' AND route = 'new' AND "
+                "(state IN ('queued', 'waiting') OR "
+                "(state = 'running' AND send_started_at IS NULL)) ORDER BY seq"
+            ).fetchall()
+            for row in rows:
+                _release(db, row["id"], now)
+                db.execute(
+                    "UPDATE reply_jobs SET state = 'cancelled', error = ?, lease_owner = NULL, "
+                    "lease_expires_at = NULL, finished_at = ?, updated_at = ? WHERE id = ?",
+                    (reason, now, now, row["id"]),
+                )
+            return [_job_by_id(db, row["id"]) for row in rows]
+
+    def cancel_job(self, job_id: str, *, reason: str, now: float) -> bool:
+        with self._write() as db:
+            job = db.execute(
+                "SELECT state, send_started_at FROM reply_jobs WHERE id = ?", (job_id,)
+            ).fetchone()
+            cancellable = job is not None and (
+                job["state"] in _UNSENT
+                or (job["state"] == "running" and job["send_started_at"] is None)
+            )
+            if not cancellable:
+                return False
+            _release(db, job_id, now)
+            db.execute(
+                "UPDATE reply_jobs SET state = 'cancelled', error = ?, lease_owner = NULL, "
+                "lease_expires_at = NULL, finished_at = ?, updated_at = ? WHERE id = ?",
+                (reason, now, now, job_id),
+            )
+            return True
+
+    def requeue_job(self, job_id: str, *, now: float) -> ReplyJob | None:
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE reply_jobs SET state = 'queued', attempts = 0, error = NULL, "
+                "error_detail = NULL, finished_at = NULL, send_started_at = NULL, "
+                "updated_at = ? WHERE id = ? AND state IN ('failed', 'cancelled')",
+                (now, job_id),
+            ).rowcount
+            return _job_by_id(db, job_id) if changed else None
+
+    # -- shadow comparisons ------------------------------------------------------------------
+    def create_shadow(self, message: InboundMessage, *, now: float) -> ReplyJob | None:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO shadow_comparisons (conversation_id, inbound_message_id, "
+                "customer_message, received_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (inbound_message_id) DO NOTHING",
+                (message.conversation_id, message.message_id, message.content, now),
+            )
+            if not cursor.rowcount:
+                return None
+            job_id = _new_job_id()
+            db.execute(
+                "INSERT INTO reply_jobs (id, kind, conversation_id, state, inbound_content, "
+                "received_at, updated_at, route, comparison_id) "
+                "VALUES (?, 'shadow', ?, 'queued', ?, ?, ?, 'n8n', ?)",
+                (job_id, message.conversation_id, message.content, now, now, cursor.lastrowid),
+            )
+            return _job_by_id(db, job_id)
+
+    def record_shadow_reply(
+        self,
+        comparison_id: int,
+        *,
+        reply: str,
+        latency_ms: float,
+        used_fallback: bool,
+        broker_id: str,
+    ) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE shadow_comparisons SET shadow_reply = ?, shadow_latency_ms = ?, "
+                "shadow_used_fallback = ?, broker_id = ? WHERE id = ?",
+                (reply, latency_ms, int(used_fallback), broker_id, comparison_id),
+            )
+            _score(db, comparison_id)
+
+    def record_n8n_reply(
+        self,
+        conversation_id: int,
+        *,
+        reply: str,
+        at: float,
+        source: str,
+        inbound_message_id: int | None = None,
+    ) -> Comparison | None:
+        with self._write() as db:
+            if inbound_message_id is not None:
+                row = db.execute(
+                    "SELECT id, received_at FROM shadow_comparisons WHERE inbound_message_id = ? "
+                    "AND n8n_reply IS NULL",
+                    (inbound_message_id,),
+                ).fetchone()
+            else:
+                row = db.execute(
+                    "SELECT id, received_at FROM shadow_comparisons WHERE conversation_id = ? "
+                    "AND n8n_reply IS NULL AND received_at <= ? ORDER BY id DESC LIMIT 1",
+                    (conversation_id, at),
+                ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE shadow_comparisons SET n8n_reply = ?, n8n_latency_ms = ?, n8n_source = ? "
+                "WHERE id = ?",
+                (reply, max(0.0, (at - row["received_at"]) * 1000), source, row["id"]),
+            )
+            _score(db, row["id"])
+            return _comparison(
+                db.execute("SELECT * FROM shadow_comparisons WHERE id = ?", (row["id"],)).fetchone()
+            )
+
+    def set_verdict(
+        self, comparison_id: int, verdict: Verdict, *, note: str, actor: str, now: float
+    ) -> bool:
+        with self._write() as db:
+            return bool(
+                db.execute(
+                    "UPDATE shadow_comparisons SET verdict = ?, verdict_note = ?, verdict_by = ?, "
+                    "verdict_at = ? WHERE id = ?",
+                    (verdict.value, note, actor, now, comparison_id),
+                ).rowcount
+            )
+
+    def get_comparison(self, comparison_id: int) -> Comparison | None:
+        rows = self._read("SELECT * FROM shadow_comparisons WHERE id = ?", (comparison_id,))
+        return _comparison(rows[0]) if rows else None
+
+    def list_comparisons(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        broker_id: str | None = None,
+        max_similarity: float | None = None,
+        unrated: bool = False,
+        conversation_id: int | None = None,
+        limit: int = 200,
+    ) -> list[Comparison]:
+        clauses, params = ["1 = 1"], []  # type: list[str], list[Any]
+        for clause, value in (
+            ("received_at >= ?", since),
+            ("received_at < ?", until),
+            ("broker_id = ?", broker_id),
+            ("similarity <= ?", max_similarity),
+            ("conversation_id = ?", conversation_id),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                params.append(value)
+        if unrated:
+            clauses.append("verdict IS NULL")
+        rows = self._read(
+            f"SELECT * FROM shadow_comparisons WHERE {' AND '.join(clauses)} "  # noqa: S608
+            "ORDER BY id DESC LIMIT ?",
+            [*params, limit],
+        )
+        return [_comparison(row) for row in rows]
+
+    # -- circuit breakers --------------------------------------------------------------------
+    def get_circuit(self, name: str) -> Circuit:
+        rows = self._read("SELECT * FROM circuit_breakers WHERE name = ?", (name,))
+        if not rows:
+            return Circuit()
+        row = rows[0]
+        return Circuit(
+            position=CircuitPosition(row["position"]),
+            consecutive_failures=row["consecutive_failures"],
+            opened_at=row["opened_at"],
+            probe_started_at=row["probe_started_at"],
+            version=row["version"],
+        )
+
+    def swap_circuit(self, name: str, *, expected_version: int, circuit: Circuit) -> bool:
+        params = (
+            circuit.position.value,
+            circuit.consecutive_failures,
+            circuit.opened_at,
+            circuit.probe_started_at,
+            expected_version + 1,
+        )
+        with self._write() as db:
+            if expected_version == 0:
+                inserted = db.execute(
+                    "INSERT INTO circuit_breakers (name, position, consecutive_failures, "
+                    "opened_at, probe_started_at, version) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (name) DO NOTHING",
+                    (name, *params),
+                ).rowcount
+                return bool(inserted)
+            return bool(
+                db.execute(
+                    "UPDATE circuit_breakers SET position = ?, consecutive_failures = ?, "
+                    "opened_at = ?, probe_started_at = ?, version = ? "
+                    "WHERE name = ? AND version = ?",
+                    (*params, name, expected_version),
+                ).rowcount
+            )
+
+    # -- the new pipeline's health -----------------------------------------------------------
+    def reply_window_stats(
+        self, *, since: float, now: float, overdue_s: float = 30.0
+    ) -> ReplyWindowStats:
+        row = self._read(
+            "SELECT COUNT(*) AS finished, "
+            "COALESCE(SUM(state = 'failed'), 0) AS failed, "
+            "COALESCE(SUM(state = 'sent'), 0) AS sent, "
+            "COALESCE(SUM(state = 'sent' AND used_fallback = 1), 0) AS fallbacks "
+            "FROM reply_jobs WHERE kind = 'reply' AND route = 'new' "
+            "AND state IN ('sent', 'handed_off', 'failed') AND finished_at >= ?",
+            (since,),
+        )[0]
+        latencies = self._read(
+            "SELECT finished_at - received_at AS latency FROM reply_jobs WHERE kind = 'reply' "
+            "AND route = 'new' AND state IN ('sent', 'handed_off') AND finished_at >= ? "
+            "ORDER BY latency",
+            (since,),
+        )
+        backlog = self._read(
+            "SELECT COUNT(*) AS n FROM reply_jobs WHERE state IN ('queued', 'waiting') "
+            "AND COALESCE(due_at, received_at) < ?",
+            (now - overdue_s,),
+        )[0]["n"]
+        return ReplyWindowStats(
+            finished=row["finished"],
+            failed=row["failed"],
+            sent=row["sent"],
+            fallbacks=row["fallbacks"],
+            latencies_s=tuple(r["latency"] for r in latencies),
+            backlog=backlog,
+        )
 
     # -- shared runtime state ----------------------------------------------------------------
     def acquire_send_slot(self, rate_per_s: float, *, now: float) -> float:
@@ -656,6 +1026,16 @@ class SqliteStore:
                 "DELETE FROM webhook_deliveries WHERE received_at < ?", (now - keep_deliveries_s,)
             )
             db.execute("DELETE FROM send_windows WHERE window_start < ?", (now - 60,))
+
+
+def _add_missing_columns(connection: sqlite3.Connection) -> None:
+    for table, columns in _ADDED_COLUMNS.items():
+        existing = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+        if not existing:
+            continue  # a new store: schema.sql creates the table whole
+        for name, definition in columns:
+            if name not in existing:
+                connection.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
 
 
 def _marks(values: Iterable[Any]) -> str:
@@ -748,6 +1128,10 @@ def _job(row: sqlite3.Row) -> ReplyJob:
         fallback_reason=row["fallback_reason"],
         error=row["error"],
         updated_at=row["updated_at"],
+        route=row["route"],
+        route_reason=row["route_reason"],
+        inbound_payload=row["inbound_payload"],
+        comparison_id=row["comparison_id"],
     )
 
 
@@ -781,4 +1165,63 @@ def _conversation(row: sqlite3.Row) -> BrokerConversation:
         last_customer_message_at=row["last_customer_message_at"],
         last_reply_at=row["last_reply_at"],
         assigned_at=row["assigned_at"],
+    )
+
+
+def _rollout_params(state: RolloutState) -> tuple[Any, ...]:
+    return (
+        state.percentage,
+        int(state.shadow),
+        int(state.n8n_enabled),
+        int(state.queue_paused),
+        guard_to_json(state.guard),
+        state.updated_at,
+        state.updated_by,
+    )
+
+
+def _rollout(row: sqlite3.Row) -> RolloutState:
+    return RolloutState(
+        percentage=row["percentage"],
+        shadow=bool(row["shadow"]),
+        n8n_enabled=bool(row["n8n_enabled"]),
+        queue_paused=bool(row["queue_paused"]),
+        guard=guard_from_json(row["guard"]),
+        updated_at=row["updated_at"],
+        updated_by=row["updated_by"],
+    )
+
+
+def _score(db: sqlite3.Connection, comparison_id: int) -> None:
+    row = db.execute(
+        "SELECT shadow_reply, n8n_reply FROM shadow_comparisons WHERE id = ?", (comparison_id,)
+    ).fetchone()
+    if row is not None and row["shadow_reply"] is not None and row["n8n_reply"] is not None:
+        db.execute(
+            "UPDATE shadow_comparisons SET similarity = ? WHERE id = ?",
+            (similarity(row["shadow_reply"], row["n8n_reply"]), comparison_id),
+        )
+
+
+def _comparison(row: sqlite3.Row) -> Comparison:
+    return Comparison(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        inbound_message_id=row["inbound_message_id"],
+        customer_message=row["customer_message"],
+        received_at=row["received_at"],
+        broker_id=row["broker_id"],
+        shadow_reply=row["shadow_reply"],
+        shadow_latency_ms=row["shadow_latency_ms"],
+        shadow_used_fallback=None
+        if row["shadow_used_fallback"] is None
+        else bool(row["shadow_used_fallback"]),
+        n8n_reply=row["n8n_reply"],
+        n8n_latency_ms=row["n8n_latency_ms"],
+        n8n_source=row["n8n_source"],
+        similarity=row["similarity"],
+        verdict=Verdict(row["verdict"]) if row["verdict"] else None,
+        verdict_note=row["verdict_note"],
+        verdict_by=row["verdict_by"],
+        verdict_at=row["verdict_at"],
     )

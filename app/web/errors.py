@@ -27,7 +27,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(StoreError)
     def store_error(exc: StoreError) -> ResponseReturnValue:
         log.error("store unavailable: %s", exc)
-        return jsonify(error="store_unavailable", detail="not recorded; retry later"), 503
+        # 500, not 503: Chatwoot's agent bots retry a 429 or a 500 only (CONTRACT §3).
+        return jsonify(error="store_unavailable", detail="not recorded; retry later"), 500
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> ResponseReturnValue:

@@ -57,5 +57,10 @@ def metrics() -> ResponseReturnValue:
     except Exception:  # noqa: BLE001 - the rest of the metrics are still worth serving
         log.warning("metrics: queue depth unavailable")
         depth = {}
-    text = render_metrics(wired.store, depth)
+    text = render_metrics(
+        wired.store,
+        depth,
+        rollout=wired.rollout.current(),
+        circuit=wired.forwarder.breaker.state() if wired.forwarder else None,
+    )
     return Response(text, mimetype="text/plain; version=0.0.4")

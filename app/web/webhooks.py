@@ -29,17 +29,22 @@ def chatwoot_webhook() -> ResponseReturnValue:
     )
     if rejection is not None:
         log.warning("webhook rejected: %s", rejection)
-        wired.store.count(WEBHOOK_COUNTER, "unauthorized")
+        wired.store.count(WEBHOOK_COUNTER, "rejected:unauthorized")
         return jsonify(error="unauthorized", detail=rejection), 401
-    _, payload = raw_json_body()
+    raw, payload = raw_json_body()
     try:
         result = wired.intake.accept(
-            payload, delivery_id=request.headers.get("X-Chatwoot-Delivery") or None
+            payload,
+            raw=raw,
+            headers=dict(request.headers),
+            delivery_id=request.headers.get("X-Chatwoot-Delivery") or None,
         )
     except PayloadError as exc:
-        wired.store.count(WEBHOOK_COUNTER, "invalid_payload")
+        wired.store.count(WEBHOOK_COUNTER, "rejected:invalid_payload")
         return jsonify(error="invalid_payload", detail=str(exc)), 422
     body = {"status": result.status, "reason": result.reason}
     if result.job_id:
         body["job_id"] = result.job_id
+    if result.route:
+        body["route"] = result.route
     return jsonify(body), 200

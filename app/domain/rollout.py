@@ -1,0 +1,125 @@
+"""Rollout: which system answers a conversation, and the rules for changing that.
+
+A conversation's route is a hash of its id (INTERFACE.md, Rollout), so it never bounces between
+n8n and the new pipeline mid-conversation, and raising the percentage only ever moves
+conversations from n8n to the new pipeline, never back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+import mmh3
+
+BUCKET_PREFIX = "reply-pipeline:"
+
+
+class Route(StrEnum):
+    NEW = "new"  # the Huey reply pipeline
+    N8N = "n8n"  # the legacy n8n workflow
+
+
+def bucket(conversation_id: int) -> int:
+    """1..100, stable for a conversation: murmur3_32("reply-pipeline:<id>", seed 0) % 100 + 1."""
+    return mmh3.hash(f"{BUCKET_PREFIX}{conversation_id}", seed=0, signed=False) % 100 + 1
+
+
+@dataclass(frozen=True)
+class GuardThresholds:
+    """When the new pipeline is failing badly enough to roll back by itself."""
+
+    enabled: bool = True
+    max_failure_rate: float = 0.05  # failed / finished replies
+    max_fallback_rate: float = 0.25  # template fallbacks / sent replies
+    max_p95_latency_s: float = 20.0  # customer message to reply
+    window_s: float = 600.0
+    min_sample: int = 20
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    percentage: int = 0
+    shadow: bool = False
+    n8n_enabled: bool = True
+    queue_paused: bool = False
+    guard: GuardThresholds = GuardThresholds()
+    updated_at: float = 0.0
+    updated_by: str = "environment"
+
+    def route_for(self, conversation_id: int, *, n8n_configured: bool) -> Route:
+        if not n8n_configured or not self.n8n_enabled:
+            return Route.NEW
+        return Route.NEW if bucket(conversation_id) <= self.percentage else Route.N8N
+
+    def shadows(self, route: Route, *, n8n_configured: bool) -> bool:
+        """Whether a message answered by n8n also runs, without side effects, in the new
+        pipeline for comparison."""
+        return self.shadow and n8n_configured and route is Route.N8N
+
+
+class RolloutError(ValueError):
+    """A requested rollout change is not allowed; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RolloutChange:
+    percentage: int | None = None
+    shadow: bool | None = None
+    n8n_enabled: bool | None = None
+    guard: GuardThresholds | None = None
+
+
+def apply_change(current: RolloutState, change: RolloutChange) -> RolloutState:
+    """The state after `change`, or RolloutError if it breaks a rule."""
+    percentage = current.percentage if change.percentage is None else change.percentage
+    if not 0 <= percentage <= 100:
+        raise RolloutError("percentage must be between 0 and 100")
+    n8n_enabled = current.n8n_enabled if change.n8n_enabled is None else change.n8n_enabled
+    if not n8n_enabled and percentage < 100:
+        raise RolloutError(
+            "n8n can only be disabled at 100 %: below that n8n still answers "
+            f"{100 - percentage} % of conversations; raise the percentage to 100 first"
+        )
+    guard = current.guard if change.guard is None else change.guard
+    _check_guard(guard)
+    return replace(
+        current,
+        percentage=percentage,
+        shadow=current.shadow if change.shadow is None else change.shadow,
+        n8n_enabled=n8n_enabled,
+        guard=guard,
+    )
+
+
+def _check_guard(guard: GuardThresholds) -> None:
+    for name in ("max_failure_rate", "max_fallback_rate"):
+        value = getattr(guard, name)
+        if not 0 < value <= 1:
+            raise RolloutError(f"guard.{name} must be a fraction in (0, 1], not {value}")
+    if guard.max_p95_latency_s <= 0:
+        raise RolloutError("guard.max_p95_latency_s must be positive")
+    if guard.window_s < 60:
+        raise RolloutError("guard.window_s must be at least 60 seconds")
+    if guard.min_sample < 1:
+        raise RolloutError("guard.min_sample must be at least 1")
+
+
+def describe(state: RolloutState, *, n8n_configured: bool) -> str:
+    """One sentence on what the state means for customers (the plan's migration description)."""
+    if not n8n_configured:
+        return "No n8n workflow is configured: the new pipeline answers every conversation."
+    if state.percentage == 0:
+        if state.shadow:
+            return (
+                "Shadow mode: n8n answers every conversation; the new pipeline writes replies "
+                "for comparison and sends nothing."
+            )
+        return "n8n answers every conversation; the new pipeline answers none."
+    if state.percentage < 50:
+        return f"Gradual rollout: the new pipeline answers {state.percentage} % of conversations."
+    if state.percentage < 100:
+        return f"Majority on the new pipeline: {state.percentage} % of conversations."
+    if state.n8n_enabled:
+        return "100 % on the new pipeline; n8n stays enabled as the rollback path."
+    return "Cut-over complete: n8n is disabled and can be decommissioned."

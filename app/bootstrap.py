@@ -31,7 +31,6 @@ from tasks.pipeline import PipelineSettings, ReplyPipeline
 from tasks.queue import HueyJobQueue, build_huey
 
 DEFAULT_BROKER_CAPACITY = 100
-CHATWOOT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 
 
 def build_store(settings: Settings) -> Store:
@@ -55,7 +54,9 @@ def build_chatwoot(settings: Settings, *, pool_size: int = 20) -> ChatwootClient
     assert settings.chatwoot_base_url and settings.chatwoot_account_id
     assert settings.chatwoot_api_token
     http = httpx.Client(
-        timeout=CHATWOOT_TIMEOUT,
+        timeout=httpx.Timeout(
+            settings.chatwoot_timeout_s, connect=min(5.0, settings.chatwoot_timeout_s)
+        ),
         limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
     )
     return ChatwootClient(
@@ -125,6 +126,7 @@ class Services:
                 settings=PipelineSettings(
                     response_delay_scale=self.settings.response_delay_scale,
                     send_rate_per_s=self.settings.queue_rate_limit,
+                    lease_s=self.settings.job_lease_s,
                 ),
                 worker_id=f"{self.worker_id}:{uuid.uuid4().hex[:6]}",
             )

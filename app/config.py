@@ -46,6 +46,8 @@ class Settings:
     openai_base_url: str | None = None
     openai_model: str = "gpt-5-mini"
     llm_timeout_s: float = 20.0
+    chatwoot_timeout_s: float = 10.0
+    job_lease_s: float = 30.0
 
     n8n_webhook_url: str | None = None
     n8n_timeout_s: float = 3.0
@@ -119,6 +121,8 @@ class Settings:
             openai_base_url=env.text("OPENAI_BASE_URL"),
             openai_model=env.text("OPENAI_MODEL") or "gpt-5-mini",
             llm_timeout_s=env.number("LLM_TIMEOUT_S", 20.0, minimum=0.1),
+            chatwoot_timeout_s=env.number("CHATWOOT_TIMEOUT_S", 10.0, minimum=0.1),
+            job_lease_s=env.number("JOB_LEASE_S", 30.0, minimum=3.0),
             n8n_webhook_url=env.text("N8N_AI_BROKER_WEBHOOK_URL"),
             n8n_timeout_s=env.number("N8N_TIMEOUT_S", 3.0, minimum=0.1),
             enable_ai_broker=env.boolean("ENABLE_AI_BROKER", True),

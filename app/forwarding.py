@@ -69,8 +69,14 @@ class N8nForwarder:
         self.breaker = breaker
 
     def hand_over(self, body: bytes, headers: Mapping[str, str]) -> Handover:
+        """Admit through the breaker, then forward."""
         if not self.breaker.admit():
             return Handover(False, "n8n_circuit_open")
+        return self.forward_admitted(body, headers)
+
+    def forward_admitted(self, body: bytes, headers: Mapping[str, str]) -> Handover:
+        """Forward a message the caller already admitted (admitting twice would take a
+        half-open circuit's only probe slot and then refuse the probe itself)."""
         result = self._client.forward(body, headers)
         self.breaker.record(success=result.accepted)
         return Handover(result.accepted, "forwarded" if result.accepted else "n8n_failed", result)

@@ -149,11 +149,14 @@ class WebhookIntake:
         if outcome.status is not InboundStatus.RECORDED or outcome.job is None:
             return IntakeResult("ignored", outcome.reason)
         job = outcome.job
+        shadow = None
         if self._rollout.current().shadows(Route.N8N, n8n_configured=True):
+            # Before the forward: n8n may post its reply (and Chatwoot echo it to us) before
+            # the forward returns, and the comparison row must be there to receive it.
             shadow = self._store.create_shadow(message, now=self._clock())
             if shadow is not None:
                 self._enqueue(shadow.id)
-        handover = self._forwarder.hand_over(raw, headers)
+        handover = self._forwarder.forward_admitted(raw, headers)
         now = self._clock()
         if handover.accepted:
             self._store.forward_outcome(job.id, accepted=True, reason="bucket", now=now)
@@ -166,6 +169,10 @@ class WebhookIntake:
                     inbound_message_id=message.message_id,
                 )
             return IntakeResult("accepted", "forwarded_to_n8n", job.id, Route.N8N)
+        if shadow is not None:
+            self._store.cancel_job(
+                shadow.id, reason="n8n did not answer: nothing to compare", now=now
+            )
         requeued = self._store.forward_outcome(
             job.id, accepted=False, reason=handover.reason, now=now
         )

@@ -24,7 +24,7 @@ from typing import Any
 from app.adapters.chatwoot import ChatwootClient, ChatwootError
 from app.adapters.llm import GeneratedReply, ReplyGenerator
 from app.domain.events import JOB_MARKER_KEY
-from app.domain.history import history_from_messages
+from app.domain.history import answered_after, history_from_messages
 from app.domain.jobs import (
     MAX_ATTEMPTS,
     MAX_HANDOFF_ATTEMPTS,
@@ -49,6 +49,7 @@ from app.domain.urgency import EscalationReason, analyze_message_urgency, escala
 from app.rollout import RolloutService
 from app.store.base import Store, StoreError
 from app.store.models import NOT_DUE, BrokerConversation, ClaimStatus, ConversationStatus
+from tasks.lease import LeaseKeeper
 from tasks.queue import JobQueue
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ HANDOFF_STATUS = "handoff_requested"
 class PipelineSettings:
     response_delay_scale: float = 1.0
     greeting_delay_s: float = 1.0
-    lease_s: float = 60.0
+    lease_s: float = 30.0
     coalesce_window_s: float = 20.0
     capacity_retry_s: float = 2.0
     pause_recheck_s: float = 2.0
@@ -186,6 +187,10 @@ class ReplyPipeline:
         if claim.status is not ClaimStatus.CLAIMED or claim.job is None:
             return
         job = claim.job
+        with LeaseKeeper(job.id, lambda: self._renewed(job), interval_s=self._settings.lease_s / 3):
+            self._run_claimed(job, claim.batch)
+
+    def _run_claimed(self, job: ReplyJob, batch: Sequence[ReplyJob]) -> None:
         try:
             if job.kind is JobKind.SHADOW:
                 self._answer_shadow(job)
@@ -193,7 +198,7 @@ class ReplyPipeline:
                 # The reply attempts are spent; an earlier apology did not get through yet.
                 self._give_up(job, job.error or "earlier attempts failed", None)
             else:
-                self._answer(job, claim.batch)
+                self._answer(job, batch)
         except LeaseLost:
             log.warning("job=%s lease lost; another worker or an operator has it", job.id)
         except ChatwootError as exc:
@@ -250,12 +255,19 @@ class ReplyPipeline:
 
         escalation = _escalation(batch)
         used_fallback, fallback_reason = False, None
+        messages: list[dict[str, Any]] = []
+        if job.kind is JobKind.REPLY:
+            messages = self._chatwoot.list_messages(job.conversation_id)
+            newest_inbound = max(j.inbound_message_id or 0 for j in batch)
+            if answered_after(messages, newest_inbound):
+                self._finish(job, JobState.SKIPPED, error="answered_elsewhere")
+                return
         if job.kind is JobKind.GREETING:
             text = greeting_for(persona, _customer_name(remote, conversation))
         elif escalation is not None:
             text = handoff_message(persona, escalation)
         else:
-            generated = self._generate(job, batch, persona, conversation)
+            generated = self._generate(job, batch, persona, conversation, messages)
             text = generated.text
             used_fallback, fallback_reason = generated.used_fallback, generated.fallback_reason
 
@@ -305,8 +317,9 @@ class ReplyPipeline:
         batch: Sequence[ReplyJob],
         persona: BrokerPersona,
         conversation: BrokerConversation,
+        messages: Sequence[Mapping[str, Any]],
     ) -> GeneratedReply:
-        history = history_from_messages(self._chatwoot.list_messages(job.conversation_id))
+        history = history_from_messages(messages)
         lead = (
             LeadProfile.from_dict(conversation.lead_profile) if conversation.lead_profile else None
         )
@@ -448,10 +461,13 @@ class ReplyPipeline:
             raise StoreError(f"conversation {job.conversation_id} has no broker assignment")
         return conversation
 
-    def _renew(self, job: ReplyJob) -> None:
-        if not self._store.renew_lease(
+    def _renewed(self, job: ReplyJob) -> bool:
+        return self._store.renew_lease(
             job.id, owner=self._worker_id, lease_s=self._settings.lease_s, now=self._clock()
-        ):
+        )
+
+    def _renew(self, job: ReplyJob) -> None:
+        if not self._renewed(job):
             raise LeaseLost(job.id)
 
     def _wait_for_send_slot(self, job: ReplyJob) -> None:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+import redis
 from huey import Huey, RedisHuey, SqliteHuey
 
 from app.config import Settings
@@ -19,6 +20,8 @@ from app.config import Settings
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "ai-broker"
+# Above Huey's blocking-pop timeout (1 s), so a dead Redis fails calls instead of hanging them.
+REDIS_SOCKET_TIMEOUT_S = 5.0
 
 
 class JobQueue(Protocol):
@@ -37,14 +40,14 @@ class JobRunner(Protocol):
 
 def build_huey(settings: Settings) -> Huey:
     if settings.redis_url:
-        return RedisHuey(
-            QUEUE_NAME,
-            url=settings.redis_url,
-            results=False,
-            utc=True,
-            # redis-py's pool defaults to 100 connections; every greenlet may hold one.
+        # redis-py's pool defaults to 100 connections; every greenlet may hold one.
+        pool = redis.ConnectionPool.from_url(
+            settings.redis_url,
             max_connections=settings.worker_concurrency + 16,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            health_check_interval=30,
         )
+        return RedisHuey(QUEUE_NAME, connection_pool=pool, results=False, utc=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return SqliteHuey(QUEUE_NAME, filename=str(settings.queue_path), results=False, utc=True)
 

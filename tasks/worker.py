@@ -25,6 +25,7 @@ MAINTENANCE_INTERVAL_S = 2.0
 STALE_AFTER_S = 15.0
 PRUNE_EVERY_S = 300.0
 GUARD_EVERY_S = 5.0
+SHUTDOWN_TIMEOUT_S = 20.0
 
 
 class Maintenance:
@@ -85,6 +86,10 @@ def run_worker(settings: Settings) -> None:
         workers=settings.worker_concurrency,
         worker_type="greenlet",
         periodic=False,
+        # SIGTERM (what Procfile platforms send) stops taking tasks at once and lets running
+        # ones finish; whatever is still running after the timeout is handed back below.
+        graceful_signal="TERM",
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         # SqliteHuey polls; a short ceiling keeps pick-up latency low (HUEY-3-NOTES).
         initial_delay=0.05,
         backoff=1.15,
@@ -107,3 +112,18 @@ def run_worker(settings: Settings) -> None:
         consumer.run()
     finally:
         stop.set()
+        _hand_back(services)
+
+
+def _hand_back(services: Services) -> None:
+    """Return this worker's unfinished jobs so another worker takes them at once, instead of
+    after their leases expire."""
+    try:
+        returned = services.store.hand_back(owner_prefix=f"{services.worker_id}:", now=time.time())
+        for job_id in returned:
+            services.queue.enqueue_respond(job_id)
+    except Exception:  # the reaper recovers them when their leases expire
+        log.exception("could not hand back running jobs at shutdown")
+        return
+    if returned:
+        log.warning("handed back %d unfinished job(s) at shutdown", len(returned))

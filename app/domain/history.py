@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from app.domain.conversation import ChatTurn, Role
+from app.domain.events import JOB_MARKER_KEY
 
 DEFAULT_LIMIT = 20
 
@@ -47,3 +48,21 @@ def _turn(message: object) -> ChatTurn | None:
     if not isinstance(content, str) or not content.strip():
         return None
     return ChatTurn(role=role, content=content.strip())
+
+
+def answered_after(messages: Sequence[Mapping[str, object]], message_id: int) -> bool:
+    """Whether someone else (n8n, a human) already posted a public reply after `message_id`.
+
+    Used before the new pipeline answers a message that n8n may have answered after all (a
+    forward whose outcome was never recorded), so the customer does not get two answers."""
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        identifier = message.get("id")
+        later = isinstance(identifier, int) and identifier > message_id
+        outgoing = message.get("message_type") in (1, "outgoing")
+        attributes = message.get("content_attributes")
+        ours = isinstance(attributes, Mapping) and JOB_MARKER_KEY in attributes
+        if later and outgoing and message.get("private") is False and not ours:
+            return True
+    return False

@@ -13,9 +13,9 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-FaultKind = Literal["error", "rate_limit", "timeout"]
+FaultKind = Literal["error", "rate_limit", "timeout", "lost_response"]
 
-_RATE_FIELDS = ("error_rate", "timeout_rate", "rate_limit_rate")
+_RATE_FIELDS = ("error_rate", "timeout_rate", "rate_limit_rate", "lost_response_rate")
 _STATUS_FIELDS = ("error_status", "fail_next_status")
 
 
@@ -37,6 +37,9 @@ class FaultPlan:
     rate_limit_rate: float = 0
     fail_next: int = 0
     fail_next_status: int = 500
+    # The request is served (its writes happen), then the answer is held for `hang_s`, as when
+    # a connection drops after the server committed: the client times out on a success.
+    lost_response_rate: float = 0
     seed: int | None = None
 
     def validate(self) -> None:
@@ -45,8 +48,8 @@ class FaultPlan:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be between 0 and 1, got {value!r}")
-        if self.error_rate + self.timeout_rate + self.rate_limit_rate > 1:
-            raise ValueError("error_rate + timeout_rate + rate_limit_rate must not exceed 1")
+        if sum(getattr(self, name) for name in _RATE_FIELDS) > 1:
+            raise ValueError(f"{' + '.join(_RATE_FIELDS)} must not exceed 1")
         for name in _STATUS_FIELDS:
             value = getattr(self, name)
             if not 400 <= value <= 599:
@@ -66,6 +69,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "rate_limit_rate": (int, float),
     "fail_next": (int,),
     "fail_next_status": (int,),
+    "lost_response_rate": (int, float),
     "seed": (int, type(None)),
 }
 
@@ -146,6 +150,14 @@ class Faults:
                 return Fault(kind="rate_limit", status=429)
             if draw < plan.timeout_rate + plan.rate_limit_rate + plan.error_rate:
                 return _status_fault(plan.error_status)
+            if (
+                draw
+                < plan.timeout_rate
+                + plan.rate_limit_rate
+                + plan.error_rate
+                + plan.lost_response_rate
+            ):
+                return Fault(kind="lost_response", status=200, hang_s=plan.hang_s)
             return None
 
     def hang(self, fault: Fault) -> None:

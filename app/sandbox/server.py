@@ -173,6 +173,7 @@ class SandboxServer:
         app.json.sort_keys = False  # type: ignore[attr-defined]
         app.before_request(self._start_timer)
         app.before_request(self._inject_fault)
+        app.after_request(self._hold_response)
         app.add_url_rule(
             "/_sandbox/faults",
             "sandbox_faults",
@@ -196,9 +197,18 @@ class SandboxServer:
         logger.info(
             "%s sandbox: injecting %s on %s %s", self.name, fault, request.method, request.path
         )
+        if fault.kind == "lost_response":
+            g.sandbox_lost_response = fault  # served normally, then held in _hold_response
+            return None
         if fault.kind == "timeout":
             self.faults.hang(fault)
         return self._fault_response(fault)
+
+    def _hold_response(self, response: Response) -> Response:
+        fault = g.pop("sandbox_lost_response", None)
+        if fault is not None:
+            self.faults.hang(fault)
+        return response
 
     def _faults_route(self) -> tuple[Response, int] | Response:
         if request.method == "DELETE":

@@ -185,9 +185,15 @@ class Store(Protocol):
         `min_attempts` raises the attempt count (a job giving up stays giving up)."""
         ...
 
+    def hand_back(self, *, owner_prefix: str, now: float) -> list[str]:
+        """A worker shutting down returns its running jobs: waiting, due now, no lease."""
+        ...
+
     def reap(self, *, now: float, stale_after_s: float, limit: int = 500) -> list[ReapedJob]:
         """Jobs whose Huey task was lost: running with an expired lease, or queued/waiting and
-        overdue by `stale_after_s`. Each is touched so only one reaper re-enqueues it."""
+        overdue by `stale_after_s`; and messages stuck in forwarding (the receiver died before
+        n8n answered), which move to the new pipeline. Each is touched so only one reaper
+        re-enqueues it."""
         ...
 
     # -- rollout -----------------------------------------------------------------------------

@@ -56,27 +56,25 @@ def migration_sql() -> str:
 def apply_migrations(dsn: str) -> list[str]:
     """Apply the migrations this database lacks; returns the versions applied (maybe none)."""
     try:
-        with psycopg.connect(dsn, autocommit=True) as connection:
-            with connection.transaction():
-                connection.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
-                connection.execute(_BOOTSTRAP)
-                applied = {
-                    row[0]
-                    for row in connection.execute("SELECT version FROM schema_migrations")
-                }
-                done = []
-                for version, sql in migrations():
-                    if version in applied:
-                        continue
-                    logger.info("applying store migration %s", version)
-                    with connection.transaction():
-                        connection.execute(sql.encode())
-                        connection.execute(
-                            "INSERT INTO schema_migrations (version) VALUES (%s) "
-                            "ON CONFLICT (version) DO NOTHING",
-                            (version,),
-                        )
-                    done.append(version)
-                return done
+        with psycopg.connect(dsn, autocommit=True) as connection, connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+            connection.execute(_BOOTSTRAP)
+            applied = {
+                row[0] for row in connection.execute("SELECT version FROM schema_migrations")
+            }
+            done = []
+            for version, sql in migrations():
+                if version in applied:
+                    continue
+                logger.info("applying store migration %s", version)
+                with connection.transaction():
+                    connection.execute(sql.encode())
+                    connection.execute(
+                        "INSERT INTO schema_migrations (version) VALUES (%s) "
+                        "ON CONFLICT (version) DO NOTHING",
+                        (version,),
+                    )
+                done.append(version)
+            return done
     except psycopg.Error as exc:
         raise StoreError(f"could not apply the store migrations: {exc}") from exc

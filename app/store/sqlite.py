@@ -590,20 +590,46 @@ class SqliteStore:
                 ).rowcount
             )
 
+    def hand_back(self, *, owner_prefix: str, now: float) -> list[str]:
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id FROM reply_jobs WHERE state = 'running' "
+                "AND substr(lease_owner, 1, ?) = ?",
+                (len(owner_prefix), owner_prefix),
+            ).fetchall()
+            for row in rows:
+                db.execute(
+                    "UPDATE reply_jobs SET state = 'waiting', due_at = ?, lease_owner = NULL, "
+                    "lease_expires_at = NULL, updated_at = ? WHERE id = ?",
+                    (now, now, row["id"]),
+                )
+            return [row["id"] for row in rows]
+
     def reap(self, *, now: float, stale_after_s: float, limit: int = 500) -> list[ReapedJob]:
         stale = now - stale_after_s
         with self._write() as db:
             rows = db.execute(
                 "SELECT id, state, due_at FROM reply_jobs WHERE "
                 "(state = 'running' AND lease_expires_at <= ?) "
-                "OR (state = 'queued' AND updated_at <= ?) "
+                "OR (state IN ('queued', 'forwarding') AND updated_at <= ?) "
                 "OR (state = 'waiting' AND due_at <= ? AND updated_at <= ?) "
                 "ORDER BY seq LIMIT ?",
                 (now, stale, stale, stale, limit),
             ).fetchall()
             reaped: list[ReapedJob] = []
             for row in rows:
-                action = ReapAction.PREPARE if row["state"] == "queued" else ReapAction.RESPOND
+                queued = row["state"] in ("queued", "forwarding")
+                action = ReapAction.PREPARE if queued else ReapAction.RESPOND
+                if row["state"] == "forwarding":
+                    # The receiver died between recording the message and hearing n8n's answer.
+                    # The new pipeline takes it; it stays silent if n8n did answer after all.
+                    db.execute(
+                        "UPDATE reply_jobs SET state = 'queued', route = 'new', "
+                        "route_reason = 'forward_unconfirmed', updated_at = ? WHERE id = ?",
+                        (now, row["id"]),
+                    )
+                    reaped.append(ReapedJob(row["id"], action, None))
+                    continue
                 if row["state"] == "running":
                     # The worker that held the lease is gone: hand the job to the next one.
                     db.execute(
@@ -693,8 +719,8 @@ class SqliteStore:
         with self._write() as db:
             if accepted:
                 changed = db.execute(
-                    "UPDATE reply_jobs SET state = 'forwarded', route = 'n8n', route_reason = "
-                    "COALESCE(route_reason, ?), finished_at = ?, updated_at = ? "
+                    "UPDATE reply_jobs SET state = 'forwarded', route = 'n8n', route_reason = ?, "
+                    "finished_at = ?, updated_at = ? "
                     "WHERE id = ? AND state IN ('forwarding', 'cancelled')",
                     (reason, now, now, job_id),
                 ).rowcount

@@ -44,7 +44,8 @@ def set_rollout() -> ResponseReturnValue:
     errors: list[dict[str, str]] = []
     reason = _reason(body, errors)
     percentage = body.get("percentage")
-    if percentage is not None and (
+    # Present means a number: `null` would pass as "no change" and still write an audit row.
+    if "percentage" in body and (
         isinstance(percentage, bool)
         or not isinstance(percentage, int)
         or not 0 <= percentage <= 100
@@ -178,7 +179,8 @@ def _guard(value: Any, errors: list[dict[str, str]]) -> GuardThresholds | None:
         errors.append({"field": "guard", "message": "must be an object"})
         return None
     known = {f.name: f.type for f in fields(GuardThresholds)}
-    current = services().rollout.current().guard
+    # Fresh, not the 1 s cache: the other thresholds are written back as they are read here.
+    current = services().rollout.current(fresh=True).guard
     changes: dict[str, Any] = {}
     for key, item in value.items():
         if key not in known:

@@ -27,6 +27,7 @@ from app.store.models import (
     WorkerHeartbeat,
 )
 from app.store.sqlite import SqliteStore
+from tests.support.postgres import shared_supabase_bed
 
 T0 = 1_700_000_000.0
 SLUGS = [persona.slug for persona in PERSONAS]
@@ -35,21 +36,31 @@ WINDOW_S = 10.0
 
 
 # -- backends -------------------------------------------------------------------------------
-def _sqlite_store(tmp_path: Path) -> Store:
+def _sqlite_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     store = SqliteStore(tmp_path / "store.db")
     store.init_schema()
     return store
 
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {
+def _supabase_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """supabase-py -> the PostgREST sandbox -> the migration on the local PostgreSQL.
+
+    One database and sandbox for the whole run, emptied before each test (skips without a
+    PostgreSQL server, except under CI)."""
+    bed = shared_supabase_bed(request.config)
+    bed.reset()
+    return bed.store()
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
     "sqlite": _sqlite_store,
-    # "supabase": _supabase_store,  (skip when its environment is absent)
+    "supabase": _supabase_store,
 }
 
 
 @pytest.fixture(params=list(BACKENDS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    instance = BACKENDS[request.param](tmp_path)
+    instance = BACKENDS[request.param](request, tmp_path)
     try:
         yield instance
     finally:
@@ -1006,7 +1017,8 @@ class TestSqliteStoreTransactions:
     ) -> None:
         import app.store.sqlite as sqlite_module
 
-        store = _sqlite_store(tmp_path)
+        store = SqliteStore(tmp_path / "store.db")
+        store.init_schema()
         try:
 
             def broken_job_id() -> str:
@@ -1025,7 +1037,8 @@ class TestSqliteStoreTransactions:
             store.close()
 
     def test_two_stores_on_one_file_share_state(self, tmp_path: Path) -> None:
-        first = _sqlite_store(tmp_path)
+        first = SqliteStore(tmp_path / "store.db")
+        first.init_schema()
         second = SqliteStore(tmp_path / "store.db")
         try:
             seed(first)

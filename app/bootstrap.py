@@ -10,12 +10,11 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
-import openai
 
 from app.adapters.chatwoot import ChatwootClient
-from app.adapters.llm import ReplyGenerator
 from app.adapters.n8n import N8nClient
 from app.adapters.slack import LogNotifier, SlackNotifier
 from app.config import ConfigError, Settings, initial_rollout
@@ -26,24 +25,29 @@ from app.leads import LeadIntake
 from app.rollout import RolloutService
 from app.store.base import Store
 from app.store.sqlite import SqliteStore
+from app.store.supabase import create_supabase_store
 from app.webhook_auth import WebhookAuth
-from tasks.pipeline import PipelineSettings, ReplyPipeline
 from tasks.queue import HueyJobQueue, build_huey
+
+if TYPE_CHECKING:
+    # Imported where used: only workers need the openai SDK (about 20 MB per process).
+    from app.adapters.llm import ReplyGenerator
+    from tasks.pipeline import ReplyPipeline
 
 DEFAULT_BROKER_CAPACITY = 100
 
 
 def build_store(settings: Settings) -> Store:
     if settings.uses_supabase:
-        raise ConfigError(
-            "SUPABASE_URL is set, but this build ships only the embedded SQLite store; "
-            "unset SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
-        )
+        assert settings.supabase_url and settings.supabase_service_role_key
+        return create_supabase_store(settings.supabase_url, settings.supabase_service_role_key)
     return SqliteStore(settings.store_path)
 
 
 def prepare_store(store: Store) -> None:
-    """Create the schema and the five brokers if absent (the embedded default needs no setup)."""
+    """Make the store ready and the five brokers present. SQLite creates its schema here (the
+    embedded default needs no set-up); Supabase only checks it (`ai-broker db init` applies
+    the migrations)."""
     store.init_schema()
     store.seed_brokers(PERSONAS, max_concurrent_chats=DEFAULT_BROKER_CAPACITY)
 
@@ -69,6 +73,10 @@ def build_chatwoot(settings: Settings, *, pool_size: int = 20) -> ChatwootClient
 
 
 def build_generator(settings: Settings) -> ReplyGenerator:
+    import openai
+
+    from app.adapters.llm import ReplyGenerator
+
     if not settings.openai_api_key:
         raise ConfigError("OPENAI_API_KEY is not set: the worker needs it to write replies")
     client = openai.OpenAI(
@@ -115,6 +123,8 @@ class Services:
     def pipeline(self) -> ReplyPipeline:
         """The reply pipeline, built on first use (only worker processes need the LLM)."""
         if self._pipeline is None:
+            from tasks.pipeline import PipelineSettings, ReplyPipeline
+
             self.settings.require_chatwoot()
             assert self.chatwoot is not None
             self._pipeline = ReplyPipeline(

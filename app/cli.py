@@ -64,12 +64,26 @@ def _doctor(settings: Settings, _: argparse.Namespace) -> int:
     return run_doctor(settings)
 
 
-def _db_init(settings: Settings, _: argparse.Namespace) -> int:
+def _db_init(settings: Settings, args: argparse.Namespace) -> int:
     from app.bootstrap import build_store
 
+    if settings.uses_supabase:
+        from app.store.postgres_migrations import apply_migrations, migration_sql
+
+        dsn = args.dsn or settings.supabase_db_url
+        if not dsn:
+            sys.stdout.write(migration_sql())
+            sys.stderr.write(
+                "\nThe SQL above is the store's migration. Run it in the Supabase SQL editor, "
+                "or give a Postgres connection string (SUPABASE_DB_URL or --dsn) to apply it.\n"
+            )
+            return 0
+        applied = apply_migrations(dsn)
+        sys.stdout.write(f"migrations applied: {', '.join(applied) or 'none (up to date)'}\n")
     store = build_store(settings)
     store.init_schema()
-    sys.stdout.write(f"schema ready in {settings.store_path}\n")
+    where = settings.supabase_url if settings.uses_supabase else settings.store_path
+    sys.stdout.write(f"schema ready in {where}\n")
     return 0
 
 
@@ -104,7 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="store schema").add_subparsers(
         dest="db_command", required=True, metavar="SUBCOMMAND"
     )
-    db.add_parser("init", help="create the schema").set_defaults(run=_db_init)
+    init = db.add_parser("init", help="create the schema (Supabase: apply or print the SQL)")
+    init.add_argument("--dsn", default=None, help="Postgres connection string (Supabase)")
+    init.set_defaults(run=_db_init)
     brokers = commands.add_parser("brokers", help="broker personas").add_subparsers(
         dest="brokers_command", required=True, metavar="SUBCOMMAND"
     )

@@ -32,6 +32,7 @@ class Settings:
     redis_url: str | None = None
     supabase_url: str | None = None
     supabase_service_role_key: str | None = field(default=None, repr=False)
+    supabase_db_url: str | None = field(default=None, repr=False)
 
     chatwoot_base_url: str | None = None
     chatwoot_account_id: int | None = None
@@ -109,6 +110,7 @@ class Settings:
             redis_url=env.text("REDIS_URL"),
             supabase_url=env.text("SUPABASE_URL"),
             supabase_service_role_key=env.text("SUPABASE_SERVICE_ROLE_KEY"),
+            supabase_db_url=env.text("SUPABASE_DB_URL"),
             chatwoot_base_url=(env.text("CHATWOOT_BASE_URL") or "").rstrip("/") or None,
             chatwoot_account_id=env.integer("CHATWOOT_ACCOUNT_ID", None, minimum=1),
             chatwoot_inbox_id=env.integer("CHATWOOT_INBOX_ID", None, minimum=1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -66,12 +67,20 @@ def _store(settings: Settings) -> str:
     store = build_store(settings)
     try:
         store.ping()
+        now = time.time()
+        # One of the atomic functions, read-only: proves they are installed and callable.
+        store.reply_window_stats(since=now, now=now)
         brokers = store.list_brokers()
     finally:
         store.close()
     if not brokers:
         raise ConfigError("no brokers: run `ai-broker brokers seed`")
-    return f"SQLite {settings.store_path} (schema ok, {len(brokers)} brokers)"
+    where = (
+        f"Supabase {_without_credentials(settings.supabase_url)}"
+        if settings.uses_supabase and settings.supabase_url
+        else f"SQLite {settings.store_path}"
+    )
+    return f"{where} (schema ok, functions ok, {len(brokers)} brokers)"
 
 
 def _queue(settings: Settings) -> str:

@@ -60,5 +60,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text", *, process: str = 
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Per-request lines from HTTP clients would drown the pipeline's own log.
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "huey.consumer.Scheduler"):
+    # Huey logs three INFO lines per task; the pipeline logs what matters about each job.
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "huey"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

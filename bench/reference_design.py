@@ -43,13 +43,15 @@ def build_queue(path: Path, handler: Callable[[Job], None] | None = None) -> tup
     """The reference queue and its one task; producers pass no handler (they never run it)."""
     huey = SqliteHuey(QUEUE_NAME, filename=str(path), results=False, utc=True)
 
-    @huey.task(name="process_conversation_job")
     def process_conversation_job(job: Job) -> None:
         if handler is None:
             raise RuntimeError("this queue was built for enqueueing only")
         handler(job)
 
-    return huey, process_conversation_job
+    # Huey names a task after its module; the producer imports this file as
+    # `bench.reference_design`, the consumer runs it as `__main__`. One name for both.
+    process_conversation_job.__module__ = QUEUE_NAME
+    return huey, huey.task(name="process_conversation_job")(process_conversation_job)
 
 
 class ReferenceWorker:

@@ -185,9 +185,15 @@ def _mapping(value: object) -> Mapping[object, object]:
     return value if isinstance(value, Mapping) else {}
 
 
+# Chatwoot ids are Postgres bigints: positive and below 2**63 (and so is what our stores keep).
+MAX_ID = 2**63 - 1
+
+
 def _int_or_none(value: object) -> int | None:
     # bool is an int subclass in Python, but `true` is never an id.
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_ID:
+        return value
+    return None
 
 
 def _first_int(*values: object) -> int | None:
@@ -201,7 +207,7 @@ def _first_int(*values: object) -> int | None:
 def _require_int(value: object, field: str) -> int:
     number = _int_or_none(value)
     if number is None:
-        raise PayloadError(f"{field} must be an integer")
+        raise PayloadError(f"{field} must be a positive integer id")
     return number
 
 

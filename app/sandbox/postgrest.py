@@ -12,7 +12,9 @@ what supabase-py sends on behalf of the Supabase store, and answers the way Post
   (`Prefer: resolution=…`, `on_conflict=`, `columns=`), `Prefer: return=…`, and singular
   responses (`Accept: application/vnd.pgrst.object+json`).
 - The gateway's checks: an `apikey` header and `Authorization: Bearer` equal to the service
-  key; each request then runs in one transaction (read-only for GET), as `db_role` when set.
+  key; each request then runs in one transaction (read-only for GET), as `db_role` when set
+  (`service_role`, so the migration's grants are what is tested), with a small connection pool
+  and PostgREST's acquisition timeout.
 - Errors as PostgREST writes them, `{"code", "details", "hint", "message"}`, with its SQLSTATE
   to HTTP status table (23505 -> 409, P0001 -> 400, PTxyz -> xyz, ...) and its PGRSTxxx codes.
 
@@ -280,11 +282,6 @@ class PostgrestSandbox(SandboxServer):
         self._cache: SchemaCache | None = None
         self._cache_lock = threading.Lock()
 
-    def reload_schema(self) -> None:
-        """Forget the schema cache (PostgREST's `NOTIFY pgrst, 'reload schema'`)."""
-        with self._cache_lock:
-            self._cache = None
-
     # -- hooks ---------------------------------------------------------------------------------
     def _register_routes(self, app: Flask) -> None:
         app.add_url_rule(
@@ -367,11 +364,9 @@ class PostgrestSandbox(SandboxServer):
                     hint=f"Only the following schemas are exposed: {self._schema}",
                 )
 
-    def _schema_cache(
-        self, connection: psycopg.Connection[Any], *, reload: bool = False
-    ) -> SchemaCache:
+    def _schema_cache(self, connection: psycopg.Connection[Any]) -> SchemaCache:
         with self._cache_lock:
-            if self._cache is None or reload:
+            if self._cache is None:
                 with connection.transaction():
                     self._cache = _load_schema(connection, self._schema)
             return self._cache
@@ -401,7 +396,8 @@ class PostgrestSandbox(SandboxServer):
     ) -> Function:
         candidates = [f for f in cache.functions.get(name, []) if f.accepts(keys)]
         if not candidates:
-            # Created since the cache was loaded? PostgREST would need a reload; we do it once.
+            # Created since the cache was loaded? PostgREST needs `NOTIFY pgrst, 'reload
+            # schema'` for that; the sandbox reloads by itself.
             fresh = self._reload_in(connection)
             candidates = [f for f in fresh.functions.get(name, []) if f.accepts(keys)]
         if len(candidates) == 1:

@@ -8,6 +8,7 @@ greenlets queue on the lock for microseconds instead of deadlocking.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -58,17 +59,24 @@ _UNSENT = tuple(state.value for state in UNSENT_STATES)
 
 
 class SqliteStore:
+    """One connection per process, shared under a lock.
+
+    A connection per thread would mean one per greenlet in a gevent worker: hundreds of
+    connections, about 0.3 MB each, for no gain, since SQLite admits one writer at a time and
+    no transaction here ever waits on the network.
+    """
+
     def __init__(self, path: Path, *, busy_timeout_s: float = 10.0) -> None:
         self._path = path
         self._busy_timeout_s = busy_timeout_s
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._shared: sqlite3.Connection | None = None
+        self._owner_pid = 0
 
     # -- connections -------------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
-        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
+        """The process's connection (call with the lock held); a forked child opens its own."""
+        if self._shared is None or self._owner_pid != os.getpid():
             self._path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(
                 self._path,
@@ -82,47 +90,48 @@ class SqliteStore:
             # crash can lose the last commits.
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
-            self._local.connection = connection
-            with self._connections_lock:
-                self._connections.append(connection)
-        return connection
+            self._shared, self._owner_pid = connection, os.getpid()
+        return self._shared
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        connection = self._connection()
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"store is not writable ({exc})") from exc
-        try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        else:
+        with self._lock:
+            connection = self._connection()
             try:
-                connection.execute("COMMIT")
+                connection.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
+                raise StoreError(f"store is not writable ({exc})") from exc
+            try:
+                yield connection
+            except BaseException:
                 connection.execute("ROLLBACK")
-                raise StoreError(f"store commit failed ({exc})") from exc
+                raise
+            else:
+                try:
+                    connection.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    connection.execute("ROLLBACK")
+                    raise StoreError(f"store commit failed ({exc})") from exc
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        try:
-            return self._connection().execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"store read failed ({exc})") from exc
+        with self._lock:
+            try:
+                return self._connection().execute(sql, tuple(params)).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"store read failed ({exc})") from exc
 
     # -- lifecycle ---------------------------------------------------------------------------
     def init_schema(self) -> None:
         schema = resources.files("app.store").joinpath("schema.sql").read_text()
-        connection = self._connection()
-        _add_missing_columns(connection)
-        connection.executescript(schema)
-        connection.execute(
-            "INSERT INTO schema_meta (key, value) VALUES ('schema_version', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (SCHEMA_VERSION,),
-        )
+        with self._lock:
+            connection = self._connection()
+            _add_missing_columns(connection)
+            connection.executescript(schema)
+            connection.execute(
+                "INSERT INTO schema_meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (SCHEMA_VERSION,),
+            )
 
     def ping(self) -> None:
         try:
@@ -140,11 +149,10 @@ class SqliteStore:
             )
 
     def close(self) -> None:
-        with self._connections_lock:
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
-        self._local = threading.local()
+        with self._lock:
+            if self._shared is not None and self._owner_pid == os.getpid():
+                self._shared.close()
+            self._shared = None
 
     # -- brokers and capacity ----------------------------------------------------------------
     def seed_brokers(self, personas: Iterable[BrokerPersona], *, max_concurrent_chats: int) -> int:

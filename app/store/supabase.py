@@ -101,20 +101,21 @@ class SupabaseStore:
     # -- lifecycle ---------------------------------------------------------------------------
     def init_schema(self) -> None:
         """Check the schema: it is created by `ai-broker db init`, not through the REST API."""
+        self.ping()
+
+    def ping(self) -> None:
         version = self._schema_version()
         if version is None:
             raise StoreError(
                 "the Supabase schema is missing: run `ai-broker db init` to apply the migrations"
             )
+        # A newer schema is fine: migrations only add, and a rolling deploy runs old builds
+        # against the new schema for a while.
         if version < SCHEMA_VERSION:
             raise StoreError(
                 f"the Supabase schema is at version {version} but this build needs "
                 f"{SCHEMA_VERSION}: run `ai-broker db init` to apply the new migrations"
             )
-
-    def ping(self) -> None:
-        if self._schema_version() is None:
-            raise StoreError("store schema is missing: run `ai-broker db init`")
 
     def close(self) -> None:
         # The store owns its client (create_supabase_store / bootstrap build it for the store).
@@ -384,6 +385,7 @@ class SupabaseStore:
         error: str,
         error_detail: str | None,
         now: float,
+        min_attempts: int = 0,
     ) -> bool:
         return bool(
             self._rpc(
@@ -395,9 +397,14 @@ class SupabaseStore:
                     "p_error": error,
                     "p_error_detail": error_detail,
                     "p_now": now,
+                    "p_min_attempts": min_attempts,
                 },
             )
         )
+
+    def hand_back(self, *, owner_prefix: str, now: float) -> list[str]:
+        handed = self._rpc("hand_back", {"p_owner_prefix": owner_prefix, "p_now": now})
+        return [str(job_id) for job_id in handed or ()]
 
     def reap(self, *, now: float, stale_after_s: float, limit: int = 500) -> list[ReapedJob]:
         reaped = self._rpc(

@@ -10,8 +10,9 @@ The behaviour against a live PostgREST-compatible server is the contract suite's
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ import pytest
 from supabase import ClientOptions, create_client
 
 from app.domain.events import InboundMessage
-from app.domain.jobs import JobKind, JobState
+from app.domain.jobs import JobKind, JobState, ReplyJob
 from app.domain.personas import PERSONAS
+from app.domain.rollout import Route
 from app.sandbox.postgrest import PostgrestSandbox
-from app.store.base import StoreError
+from app.store.base import Store, StoreError
 from app.store.models import ClaimStatus, InboundStatus, Verdict
 from app.store.postgres_migrations import (
     SCHEMA_VERSION,
@@ -32,6 +34,7 @@ from app.store.postgres_migrations import (
     migration_sql,
     migrations,
 )
+from app.store.sqlite import SqliteStore
 from app.store.supabase import SupabaseStore, create_supabase_store
 from tests.support.postgres import (
     SupabaseBed,
@@ -321,6 +324,17 @@ def test_an_unreachable_supabase_is_a_store_error() -> None:
         store.release_capacity("x", now=1700000000)
 
 
+# -- the protocol ---------------------------------------------------------------------------
+def test_the_store_implements_the_whole_protocol() -> None:
+    # The protocol grows with the product: a method missing here fails now, not in production.
+    for name, method in inspect.getmembers(Store, predicate=inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        implemented = getattr(SupabaseStore, name, None)
+        assert implemented is not None, f"SupabaseStore.{name} is missing"
+        assert inspect.signature(implemented) == inspect.signature(method), name
+
+
 # -- the schema -----------------------------------------------------------------------------
 @pytest.fixture
 def bed(request: pytest.FixtureRequest) -> SupabaseBed:
@@ -397,3 +411,117 @@ def test_create_supabase_store_talks_to_the_api(bed: SupabaseBed) -> None:
         assert [b.id for b in store.list_brokers()] == [p.slug for p in PERSONAS]
     finally:
         store.close()
+
+
+# -- both stores, same answers --------------------------------------------------------------
+# Protocol methods the contract suite does not cover yet: each scenario runs on a fresh SQLite
+# store and on the Supabase store, and both must give the same answers (job ids, random in
+# both, are compared by their seq).
+T0 = 1_700_000_000.0
+
+
+def _seqs(store: Store, job_ids: list[str]) -> list[int]:
+    return [_job(store, job_id).seq for job_id in job_ids]
+
+
+def _job(store: Store, job_id: str) -> ReplyJob:
+    found = store.get_job(job_id)
+    assert found is not None
+    return found
+
+
+def _running(store: Store, message_id: int, owner: str, *, now: float = T0) -> ReplyJob:
+    recorded = store.record_inbound(
+        message(message_id, message_id, "hi"), delivery_id=None, now=now
+    )
+    assert recorded.job is not None
+    store.prepare_job(
+        recorded.job.id, broker_id="sarah-wong", delay_s=0, escalation_reason=None, now=now
+    )
+    claim = store.claim_job(recorded.job.id, owner=owner, lease_s=30, coalesce_window_s=0, now=now)
+    assert claim.job is not None
+    return claim.job
+
+
+def hand_back_scenario(store: Store) -> object:
+    mine = [_running(store, 1, "host-1:11:a"), _running(store, 2, "host-1:11:b")]
+    other = _running(store, 3, "host-1:111:a")
+    handed = store.hand_back(owner_prefix="host-1:11:", now=T0 + 5)
+    after = [_job(store, j.id) for j in [*mine, other]]
+    return (
+        sorted(_seqs(store, handed)),
+        [(j.state, j.due_at, j.lease_owner, j.lease_expires_at, j.updated_at) for j in after],
+    )
+
+
+def reap_forwarding_scenario(store: Store) -> object:
+    outcome = store.record_inbound(
+        message(1, 1, "hi"), delivery_id="d-1", now=T0, route=Route.N8N, route_reason="bucket"
+    )
+    assert outcome.job is not None
+    reaped = store.reap(now=T0 + 100, stale_after_s=60)
+    job = _job(store, outcome.job.id)
+    return (
+        [(_job(store, r.job_id).seq, r.action, r.due_at) for r in reaped],
+        (job.state, job.route, job.route_reason, job.updated_at),
+        store.reap(now=T0 + 101, stale_after_s=60),
+    )
+
+
+def retry_min_attempts_scenario(store: Store) -> object:
+    job = _running(store, 1, "w1")
+    assert store.retry_job(
+        job.id, owner="w1", due_at=T0 + 2, error="x", error_detail=None, now=T0 + 1, min_attempts=3
+    )
+    retried = _job(store, job.id).attempts
+    claim = store.claim_job(job.id, owner="w2", lease_s=30, coalesce_window_s=0, now=T0 + 2)
+    assert claim.job is not None
+    return retried, claim.job.attempts
+
+
+def full_broker_scenario(store: Store) -> object:
+    store.seed_brokers(PERSONAS, max_concurrent_chats=1)
+    first = store.record_inbound(message(1, 1, "a"), delivery_id=None, now=T0).job
+    second = store.record_inbound(message(2, 2, "b"), delivery_id=None, now=T0).job
+    assert first is not None and second is not None
+    held = [
+        store.hold_capacity(first.id, "sarah-wong", now=T0 + 1),
+        store.hold_capacity(second.id, "sarah-wong", now=T0 + 50),
+    ]
+    # The job waiting for room was touched, so the reaper does not take it for lost.
+    reaped = store.reap(now=T0 + 100, stale_after_s=60)
+    return held, _job(store, second.id).updated_at, [_job(store, r.job_id).seq for r in reaped]
+
+
+def forward_outcome_scenario(store: Store) -> object:
+    outcome = store.record_inbound(
+        message(1, 1, "hi"), delivery_id=None, now=T0, route=Route.N8N, route_reason="bucket"
+    )
+    assert outcome.job is not None
+    forwarded = store.forward_outcome(outcome.job.id, accepted=True, reason="n8n_200", now=T0 + 1)
+    assert forwarded is not None
+    return forwarded.state, forwarded.route, forwarded.route_reason, forwarded.finished_at
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        hand_back_scenario,
+        reap_forwarding_scenario,
+        retry_min_attempts_scenario,
+        full_broker_scenario,
+        forward_outcome_scenario,
+    ],
+)
+def test_both_stores_give_the_same_answers(
+    scenario: Callable[[Store], object], bed: SupabaseBed, tmp_path: Path
+) -> None:
+    sqlite = SqliteStore(tmp_path / "store.db")
+    sqlite.init_schema()
+    supabase = bed.store()
+    try:
+        expected = scenario(sqlite)
+        assert scenario(supabase) == expected
+    finally:
+        sqlite.close()
+        supabase.close()

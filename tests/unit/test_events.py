@@ -189,10 +189,12 @@ def test_loosely_encoded_private_flags_are_understood(value: object, expected: b
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
-        (lambda p: p.pop("id"), "id must be an integer"),
-        (lambda p: p.update(id="90211"), "id must be an integer"),
-        (lambda p: p.update(id=True), "id must be an integer"),
-        (lambda p: p.update(id=1.5), "id must be an integer"),
+        (lambda p: p.pop("id"), "id must be a positive integer id"),
+        (lambda p: p.update(id="90211"), "id must be a positive integer id"),
+        (lambda p: p.update(id=True), "id must be a positive integer id"),
+        (lambda p: p.update(id=1.5), "id must be a positive integer id"),
+        (lambda p: p.update(id=0), "id must be a positive integer id"),
+        (lambda p: p.update(id=2**63), "id must be a positive integer id"),
         (lambda p: p.pop("message_type"), "message_type must be a string"),
         (lambda p: p.update(message_type=0), "message_type must be a string"),
         (lambda p: p.pop("private"), "private must be a boolean"),
@@ -200,8 +202,8 @@ def test_loosely_encoded_private_flags_are_understood(value: object, expected: b
         (lambda p: p.update(private=2), "private must be a boolean"),
         (lambda p: p.pop("conversation"), "conversation must be an object"),
         (lambda p: p.update(conversation=[318]), "conversation must be an object"),
-        (lambda p: p["conversation"].pop("id"), "conversation.id must be an integer"),
-        (lambda p: p["conversation"].update(id="318"), "conversation.id must be an integer"),
+        (lambda p: p["conversation"].pop("id"), "conversation.id must be a positive integer id"),
+        (lambda p: p["conversation"].update(id="318"), "conversation.id must be a positive integer id"),
     ],
 )
 def test_a_malformed_message_names_the_field(mutate: Any, field: str) -> None:
@@ -283,8 +285,8 @@ def test_a_pending_conversation_update_is_ignored(assignee_type: str | None) -> 
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        ({"event": "conversation_updated", "status": "open"}, "id must be an integer"),
-        ({"event": "conversation_updated", "id": "318", "status": "open"}, "id must be an integer"),
+        ({"event": "conversation_updated", "status": "open"}, "id must be a positive integer id"),
+        ({"event": "conversation_updated", "id": "318", "status": "open"}, "id must be a positive integer id"),
         ({"event": "conversation_status_changed", "id": 318}, "status must be a string"),
     ],
 )

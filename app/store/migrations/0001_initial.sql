@@ -365,6 +365,8 @@ BEGIN
     UPDATE ai_brokers SET current_workload = current_workload + 1, updated_at = p_now
      WHERE id = p_broker_id AND current_workload < max_concurrent_chats;
     IF NOT FOUND THEN
+        -- The job is alive, waiting for room: keep the reaper from thinking it lost.
+        UPDATE reply_jobs SET updated_at = p_now WHERE id = p_job_id;
         RETURN false;
     END IF;
     UPDATE reply_jobs SET capacity_held = true, broker_id = p_broker_id, updated_at = p_now
@@ -679,17 +681,41 @@ CREATE OR REPLACE FUNCTION ai_broker_retry_job(
     p_due_at double precision,
     p_error text,
     p_error_detail text,
-    p_now double precision
+    p_now double precision,
+    p_min_attempts integer DEFAULT 0
 ) RETURNS boolean
 LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
+    -- p_min_attempts raises the attempt count: a job giving up stays giving up.
     WITH retried AS (
         UPDATE reply_jobs
            SET state = 'waiting', due_at = p_due_at, error = p_error, error_detail = p_error_detail,
-               lease_owner = NULL, lease_expires_at = NULL, updated_at = p_now
+               lease_owner = NULL, lease_expires_at = NULL,
+               attempts = greatest(attempts, p_min_attempts), updated_at = p_now
          WHERE id = p_job_id AND state = 'running' AND lease_owner = p_owner
         RETURNING 1
     )
     SELECT EXISTS (SELECT 1 FROM retried);
+$$;
+
+CREATE OR REPLACE FUNCTION ai_broker_hand_back(p_owner_prefix text, p_now double precision)
+RETURNS text[]
+LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
+    -- A worker shutting down returns its running jobs: waiting, due now, no lease. Its
+    -- capacity stays held; the next worker to claim a job goes on with it.
+    WITH mine AS (
+        SELECT id, seq FROM reply_jobs
+         WHERE state = 'running' AND left(lease_owner, length(p_owner_prefix)) = p_owner_prefix
+         ORDER BY seq
+           FOR UPDATE
+    ), handed AS (
+        UPDATE reply_jobs AS r
+           SET state = 'waiting', due_at = p_now, lease_owner = NULL, lease_expires_at = NULL,
+               updated_at = p_now
+          FROM mine
+         WHERE r.id = mine.id
+        RETURNING mine.seq, r.id
+    )
+    SELECT coalesce(array_agg(id ORDER BY seq), '{}') FROM handed;
 $$;
 
 CREATE OR REPLACE FUNCTION ai_broker_reap(
@@ -701,20 +727,27 @@ LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
     WITH lost AS (
         SELECT id, seq, state FROM reply_jobs
          WHERE (state = 'running' AND lease_expires_at <= p_now)
-            OR (state = 'queued' AND updated_at <= p_now - p_stale_after_s)
+            OR (state IN ('queued', 'forwarding') AND updated_at <= p_now - p_stale_after_s)
             OR (state = 'waiting' AND due_at <= p_now - p_stale_after_s
                 AND updated_at <= p_now - p_stale_after_s)
          ORDER BY seq
          LIMIT p_limit
            FOR UPDATE SKIP LOCKED
     ), touched AS (
-        -- A running job's worker is gone: hand the job to the next one, due now.
+        -- A running job's worker is gone: hand the job to the next one, due now. A message
+        -- stuck in forwarding lost its receiver before n8n answered: the new pipeline takes
+        -- it (and stays silent if n8n did answer after all).
         UPDATE reply_jobs AS r
-           SET state = CASE WHEN lost.state = 'running' THEN 'waiting' ELSE r.state END,
+           SET state = CASE lost.state WHEN 'running' THEN 'waiting'
+                                       WHEN 'forwarding' THEN 'queued'
+                                       ELSE r.state END,
                due_at = CASE WHEN lost.state = 'running' THEN p_now ELSE r.due_at END,
                lease_owner = CASE WHEN lost.state = 'running' THEN NULL ELSE r.lease_owner END,
                lease_expires_at =
                    CASE WHEN lost.state = 'running' THEN NULL ELSE r.lease_expires_at END,
+               route = CASE WHEN lost.state = 'forwarding' THEN 'new' ELSE r.route END,
+               route_reason = CASE WHEN lost.state = 'forwarding' THEN 'forward_unconfirmed'
+                                   ELSE r.route_reason END,
                updated_at = p_now
           FROM lost
          WHERE r.id = lost.id
@@ -722,8 +755,9 @@ LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
     )
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'job_id', id,
-               'action', CASE WHEN was = 'queued' THEN 'prepare' ELSE 'respond' END,
-               'due_at', due_at) ORDER BY seq), '[]'::jsonb)
+               'action', CASE WHEN was IN ('queued', 'forwarding') THEN 'prepare' ELSE 'respond' END,
+               'due_at', CASE WHEN was = 'forwarding' THEN NULL ELSE due_at END) ORDER BY seq),
+           '[]'::jsonb)
       FROM touched;
 $$;
 
@@ -786,7 +820,7 @@ DECLARE
 BEGIN
     IF p_accepted THEN
         UPDATE reply_jobs
-           SET state = 'forwarded', route = 'n8n', route_reason = coalesce(route_reason, p_reason),
+           SET state = 'forwarded', route = 'n8n', route_reason = p_reason,
                finished_at = p_now, updated_at = p_now
          WHERE id = p_job_id AND state IN ('forwarding', 'cancelled')
         RETURNING * INTO job;
@@ -1097,3 +1131,7 @@ $$;
 INSERT INTO schema_meta (key, value) VALUES ('schema_version', '0001')
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 INSERT INTO schema_migrations (version) VALUES ('0001') ON CONFLICT (version) DO NOTHING;
+
+-- PostgREST serves from a schema cache: have it pick up the new tables and functions now (on a
+-- plain PostgreSQL nobody listens, and this does nothing).
+NOTIFY pgrst, 'reload schema';

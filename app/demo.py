@@ -19,13 +19,13 @@ import threading
 import time
 from collections.abc import Mapping
 from contextlib import ExitStack
-from pathlib import Path
 
 import httpx
 
 from app.config import Settings
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.llm import LLMSandbox
+from app.sandbox.n8n import N8nSandbox
 from app.sandbox.traffic import TrafficGenerator
 from app.store.sqlite import SqliteStore
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 STATUS_EVERY_S = 10.0
 STARTUP_TIMEOUT_S = 40.0
 LLM_LATENCY_MS = 700
+N8N_REPLY_DELAY_MS = 1500
 
 
 def run_demo(
@@ -48,6 +49,7 @@ def run_demo(
     data_dir.mkdir(parents=True)
     webhook_secret = secrets.token_urlsafe(18)
     form_token = secrets.token_urlsafe(18)
+    admin_token = secrets.token_urlsafe(18)
     receiver_url = f"http://{settings.host}:{settings.port}"
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -56,6 +58,8 @@ def run_demo(
         chatwoot = stack.enter_context(ChatwootSandbox())
         llm = stack.enter_context(LLMSandbox())
         llm.configure(latency_ms=LLM_LATENCY_MS)
+        n8n = stack.enter_context(N8nSandbox(chatwoot_url=chatwoot.url))
+        n8n.configure(reply_delay_ms=N8N_REPLY_DELAY_MS)
         chatwoot.add_webhook(
             f"{receiver_url}/webhooks/chatwoot", secret=webhook_secret, kind="agent_bot"
         )
@@ -73,6 +77,12 @@ def run_demo(
             "OPENAI_API_KEY": "sandbox-key",
             "OPENAI_BASE_URL": f"{llm.url}/v1",
             "FORM_TOKEN": form_token,
+            "ADMIN_TOKEN": admin_token,
+            "N8N_AI_BROKER_WEBHOOK_URL": f"{n8n.url}/webhook/chatwoot-ai-broker",
+            # Half the conversations on each system, n8n's half shadowed: every console page
+            # has something to show.
+            "ROLLOUT_PERCENTAGE": os.environ.get("ROLLOUT_PERCENTAGE", "50"),
+            "ROLLOUT_SHADOW": os.environ.get("ROLLOUT_SHADOW", "true"),
             "RESPONSE_DELAY_SCALE": str(
                 delay_scale if delay_scale is not None else settings.response_delay_scale
             ),
@@ -91,7 +101,21 @@ def run_demo(
         )
         player.start()
         stack.callback(stop.set)
-        _banner(receiver_url, chatwoot.url, llm.url, data_dir)
+        _banner(
+            [
+                ("receiver", f"{receiver_url}  (/readyz, /metrics)"),
+                (
+                    "admin API",
+                    f"{receiver_url}/api/admin/migration-status  "
+                    f"(Authorization: Bearer {admin_token})",
+                ),
+                ("Chatwoot sandbox", f"{chatwoot.url}/_sandbox/conversations  (replies land here)"),
+                ("LLM sandbox", f"{llm.url}/_sandbox/calls"),
+                ("n8n sandbox", f"{n8n.url}/_sandbox/received  (the legacy workflow's share)"),
+                ("store (SQLite)", str(data_dir / "store.db")),
+                ("traffic", "lead forms + customer conversations, continuously"),
+            ]
+        )
 
         store = SqliteStore(data_dir / "store.db")
         stack.callback(store.close)
@@ -152,15 +176,11 @@ def _play_forever(traffic: TrafficGenerator, conversations: int, stop: threading
             stop.wait(2.0)
 
 
-def _banner(receiver_url: str, chatwoot_url: str, llm_url: str, data_dir: Path) -> None:
+def _banner(places: list[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in places) + 3
+    lines = [f"  {name:<{width}}{where}" for name, where in places]
     sys.stdout.write(
-        "\n"
-        "ai-broker demo is running (Ctrl-C stops everything)\n"
-        f"  receiver           {receiver_url}  (/readyz, /metrics)\n"
-        f"  Chatwoot sandbox   {chatwoot_url}/_sandbox/conversations  (replies land here)\n"
-        f"  LLM sandbox        {llm_url}/_sandbox/calls\n"
-        f"  store (SQLite)     {data_dir / 'store.db'}\n"
-        "  traffic            lead forms + customer conversations, continuously\n\n"
+        "\nai-broker demo is running (Ctrl-C stops everything)\n" + "\n".join(lines) + "\n\n"
     )
     sys.stdout.flush()
 

@@ -67,7 +67,7 @@ def _doctor(settings: Settings, _: argparse.Namespace) -> int:
 def _db_init(settings: Settings, args: argparse.Namespace) -> int:
     from app.bootstrap import build_store
 
-    if settings.uses_supabase:
+    if settings.uses_supabase or args.dsn:
         from app.store.postgres_migrations import apply_migrations, migration_sql
 
         dsn = args.dsn or settings.supabase_db_url
@@ -80,6 +80,8 @@ def _db_init(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         applied = apply_migrations(dsn)
         sys.stdout.write(f"migrations applied: {', '.join(applied) or 'none (up to date)'}\n")
+        if not settings.uses_supabase:
+            return 0
     store = build_store(settings)
     store.init_schema()
     where = settings.supabase_url if settings.uses_supabase else settings.store_path

@@ -29,7 +29,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path(".ai-broker")
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)
     supabase_url: str | None = None
     supabase_service_role_key: str | None = field(default=None, repr=False)
     supabase_db_url: str | None = field(default=None, repr=False)
@@ -126,7 +126,8 @@ class Settings:
             chatwoot_timeout_s=env.number("CHATWOOT_TIMEOUT_S", 10.0, minimum=0.1),
             job_lease_s=env.number("JOB_LEASE_S", 30.0, minimum=3.0),
             n8n_webhook_url=env.text("N8N_AI_BROKER_WEBHOOK_URL"),
-            n8n_timeout_s=env.number("N8N_TIMEOUT_S", 3.0, minimum=0.1),
+            # Forwarding happens inside Chatwoot's 5 s webhook timeout.
+            n8n_timeout_s=env.number("N8N_TIMEOUT_S", 3.0, minimum=0.1, maximum=4.0),
             enable_ai_broker=env.boolean("ENABLE_AI_BROKER", True),
             rollout_percentage=env.integer("ROLLOUT_PERCENTAGE", 0, minimum=0, maximum=100) or 0,
             rollout_shadow=env.boolean("ROLLOUT_SHADOW", False),
@@ -229,7 +230,14 @@ class _Env:
         _check_range(name, number, minimum, maximum)
         return number
 
-    def number(self, name: str, default: float, *, minimum: float | None = None) -> float:
+    def number(
+        self,
+        name: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float:
         value = self.text(name)
         if value is None:
             return default
@@ -239,7 +247,7 @@ class _Env:
             raise ConfigError(f"{name} must be a number, not {value!r}") from None
         if not math.isfinite(number):
             raise ConfigError(f"{name} must be a finite number")
-        _check_range(name, number, minimum, None)
+        _check_range(name, number, minimum, maximum)
         return number
 
 

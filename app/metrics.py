@@ -7,11 +7,13 @@ from collections.abc import Iterable, Mapping
 
 from app.domain.circuit import Circuit, CircuitPosition
 from app.domain.rollout import RolloutState
+from app.guard import HEARTBEAT_STALE_S
 from app.intake import WEBHOOK_COUNTER
 from app.store.base import Store
 
 LATENCY_BUCKETS_S = (1, 2, 3, 4, 5, 6, 8, 10, 15, 30, 60)
 LATENCY_WINDOW_S = 3600
+HEALTH_WINDOW_S = 600
 CIRCUIT_GAUGE = {CircuitPosition.CLOSED: 0, CircuitPosition.OPEN: 1, CircuitPosition.HALF_OPEN: 0.5}
 
 
@@ -87,6 +89,42 @@ def render_metrics(
         "Most conversations a broker replies to at once",
         ((f'broker="{b.id}"', b.max_concurrent_chats) for b in brokers),
     )
+    alive = store.live_workers(since=now - HEARTBEAT_STALE_S)
+    _family(
+        lines,
+        "ai_broker_workers_alive",
+        "gauge",
+        "Worker processes with a heartbeat in the last 30 s",
+        [("", len(alive))],
+    )
+    window = store.reply_window_stats(since=now - HEALTH_WINDOW_S, now=now)
+    _family(
+        lines,
+        "ai_broker_jobs_overdue",
+        "gauge",
+        "Jobs queued or waiting more than 30 s past their due time",
+        [("", window.backlog)],
+    )
+    _family(
+        lines,
+        "ai_broker_replies_window",
+        "gauge",
+        "New-pipeline replies finished in the last 10 minutes, by outcome",
+        [
+            ('outcome="finished"', window.finished),
+            ('outcome="failed"', window.failed),
+            ('outcome="sent"', window.sent),
+            ('outcome="fallback"', window.fallbacks),
+        ],
+    )
+    if rollout is not None:
+        _family(
+            lines,
+            "ai_broker_queue_paused",
+            "gauge",
+            "1 while the new pipeline is paused",
+            [("", int(rollout.queue_paused))],
+        )
     latencies = store.reply_latencies(since=now - LATENCY_WINDOW_S)
     lines.append("# HELP ai_broker_reply_latency_seconds Customer message to reply sent, last hour")
     lines.append("# TYPE ai_broker_reply_latency_seconds histogram")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from app.domain.jobs import ReplyJob
+from app.domain.jobs import JobState, ReplyJob
 from app.domain.rollout import (
     RolloutChange,
     RolloutError,
@@ -90,12 +90,28 @@ class RolloutService:
         )
 
     def set_paused(self, paused: bool, *, actor: str, reason: str) -> RolloutState:
-        return self._save(
+        state = self._save(
             lambda state: replace(state, queue_paused=paused),
             actor=actor,
             action="pause" if paused else "resume",
             reason=reason,
         )
+        if not paused:
+            self._resume_held_jobs()
+        return state
+
+    def _resume_held_jobs(self) -> None:
+        """Paused workers dropped their tasks; hand the held jobs back to the queue now rather
+        than when the reaper next finds them."""
+        held = self._store.list_jobs(states=(JobState.QUEUED, JobState.WAITING), limit=100_000)
+        now = self._clock()
+        for job in held:
+            if job.state is JobState.QUEUED:
+                self._queue.enqueue_prepare(job.id)
+            else:
+                due = job.due_at if job.due_at is not None and job.due_at > now else None
+                self._queue.enqueue_respond(job.id, at=due)
+        log.info("resumed: %d held job(s) enqueued again", len(held))
 
     def rollback(self, *, actor: str, reason: str, automatic: bool = False) -> RollbackResult:
         """Percentage to 0 at once; unsent new-pipeline replies go to n8n instead.

@@ -64,7 +64,6 @@ class PipelineSettings:
     lease_s: float = 30.0
     coalesce_window_s: float = 20.0
     capacity_retry_s: float = 2.0
-    pause_recheck_s: float = 2.0
     send_rate_per_s: float = 10.0
 
 
@@ -104,7 +103,7 @@ class ReplyPipeline:
         if job is None or job.state is not JobState.QUEUED:
             return
         now = self._clock()
-        if self._paused(job_id, now, self._queue.enqueue_prepare):
+        if self._paused():
             return
         if job.kind is JobKind.SHADOW:
             self._prepare_shadow(job, now)
@@ -161,15 +160,15 @@ class ReplyPipeline:
         ):
             self.respond(job.id)
 
-    def _paused(self, job_id: str, now: float, later: Callable[..., None]) -> bool:
-        if not self._rollout.current().queue_paused:
-            return False
-        later(job_id, at=now + self._settings.pause_recheck_s)
-        return True
+    def _paused(self) -> bool:
+        """While paused, tasks are dropped unrun: the job waits in the ledger, and resume (or
+        the reaper, for a resume it missed) enqueues it again. Re-scheduling here instead
+        would add a task per job at every reaper pass."""
+        return self._rollout.current().queue_paused
 
     # -- respond -----------------------------------------------------------------------------
     def respond(self, job_id: str) -> None:
-        if self._paused(job_id, self._clock(), self._queue.enqueue_respond):
+        if self._paused():
             return
         claim = self._store.claim_job(
             job_id,
@@ -259,7 +258,10 @@ class ReplyPipeline:
         if job.kind is JobKind.REPLY:
             messages = self._chatwoot.list_messages(job.conversation_id)
             newest_inbound = max(j.inbound_message_id or 0 for j in batch)
-            if answered_after(messages, newest_inbound):
+            # Only a message n8n may have had (a failed or unconfirmed forward) can have been
+            # answered already; elsewhere an unmarked reply is a human's or an automation's.
+            n8n_touched = any(j.route_reason for j in batch)
+            if n8n_touched and answered_after(messages, newest_inbound):
                 self._finish(job, JobState.SKIPPED, error="answered_elsewhere")
                 return
         if job.kind is JobKind.GREETING:

@@ -17,6 +17,7 @@ from app.domain.jobs import JobState, ReplyJob
 from app.domain.personas import BrokerPersona
 from app.domain.rollout import RolloutState, Route
 from app.store.models import (
+    DEFAULT_RETENTION,
     AuditEntry,
     Broker,
     BrokerConversation,
@@ -26,6 +27,7 @@ from app.store.models import (
     InboundOutcome,
     ReapedJob,
     ReplyWindowStats,
+    Retention,
     Verdict,
     WorkerHeartbeat,
 )
@@ -301,4 +303,7 @@ class Store(Protocol):
     def counters(self, name: str) -> dict[str, int]: ...
     def job_state_counts(self) -> dict[str, int]: ...
     def reply_latencies(self, *, since: float) -> list[float]: ...
-    def prune(self, *, now: float, keep_deliveries_s: float = 86400.0) -> None: ...
+    def prune(self, *, now: float, retention: Retention = DEFAULT_RETENTION) -> None:
+        """Drop what has outlived its use: old delivery ids, heartbeats, finished jobs (after
+        clearing their raw webhook bodies sooner) and old comparisons."""
+        ...

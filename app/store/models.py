@@ -151,3 +151,20 @@ class ReplyWindowStats:
     fallbacks: int
     latencies_s: tuple[float, ...]
     backlog: int
+
+
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long the store keeps what (prune runs from the worker's maintenance loop)."""
+
+    deliveries_s: float = DAY_S  # delivery ids: agent-bot retries come within seconds
+    heartbeats_s: float = DAY_S
+    payloads_s: float = DAY_S  # raw webhook bodies of finished jobs
+    jobs_s: float = 30 * DAY_S  # the ledger
+    comparisons_s: float = 90 * DAY_S  # shadow comparisons and verdicts
+
+
+DEFAULT_RETENTION = Retention()

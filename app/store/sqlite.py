@@ -28,6 +28,7 @@ from app.domain.similarity import similarity
 from app.store.base import StoreError
 from app.store.codec import guard_from_json, guard_to_json, rollout_to_dict
 from app.store.models import (
+    DEFAULT_RETENTION,
     NOT_DUE,
     AuditEntry,
     Broker,
@@ -41,6 +42,7 @@ from app.store.models import (
     ReapAction,
     ReapedJob,
     ReplyWindowStats,
+    Retention,
     Verdict,
     WorkerHeartbeat,
 )
@@ -1054,12 +1056,28 @@ class SqliteStore:
         )
         return [row["latency"] for row in rows]
 
-    def prune(self, *, now: float, keep_deliveries_s: float = 86400.0) -> None:
+    def prune(self, *, now: float, retention: Retention = DEFAULT_RETENTION) -> None:
         with self._write() as db:
             db.execute(
-                "DELETE FROM webhook_deliveries WHERE received_at < ?", (now - keep_deliveries_s,)
+                "DELETE FROM webhook_deliveries WHERE received_at < ?",
+                (now - retention.deliveries_s,),
             )
             db.execute("DELETE FROM send_windows WHERE window_start < ?", (now - 60,))
+            db.execute(
+                "DELETE FROM worker_heartbeats WHERE seen_at < ?", (now - retention.heartbeats_s,)
+            )
+            # The raw webhook (the customer's details) is only needed while the job may still
+            # be handed to n8n.
+            db.execute(
+                "UPDATE reply_jobs SET inbound_payload = NULL "
+                "WHERE inbound_payload IS NOT NULL AND finished_at < ?",
+                (now - retention.payloads_s,),
+            )
+            db.execute("DELETE FROM reply_jobs WHERE finished_at < ?", (now - retention.jobs_s,))
+            db.execute(
+                "DELETE FROM shadow_comparisons WHERE received_at < ?",
+                (now - retention.comparisons_s,),
+            )
 
 
 def _add_missing_columns(connection: sqlite3.Connection) -> None:

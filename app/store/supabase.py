@@ -34,6 +34,7 @@ from app.domain.similarity import similarity
 from app.store.base import StoreError
 from app.store.codec import guard_from_json, rollout_to_dict
 from app.store.models import (
+    DEFAULT_RETENTION,
     AuditEntry,
     Broker,
     BrokerConversation,
@@ -46,6 +47,7 @@ from app.store.models import (
     ReapAction,
     ReapedJob,
     ReplyWindowStats,
+    Retention,
     Verdict,
     WorkerHeartbeat,
 )
@@ -56,7 +58,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 Row = dict[str, Any]
 
-DEFAULT_TIMEOUT_S = 10.0
+# Below Chatwoot's 5 s webhook timeout: a slow store must fail the request, not outlive it.
+DEFAULT_TIMEOUT_S = 4.0
 # PostgREST error codes that mean the schema is missing or older than this build.
 _SCHEMA_ERRORS = {"PGRST202", "PGRST205", "42883", "42P01", "42703"}
 _AUTH_ERRORS = {"PGRST301", "PGRST302", "42501"}
@@ -718,11 +721,14 @@ class SupabaseStore:
     def reply_latencies(self, *, since: float) -> list[float]:
         return [float(value) for value in self._rpc("reply_latencies", {"p_since": since})]
 
-    def prune(self, *, now: float, keep_deliveries_s: float = 86400.0) -> None:
-        # Two independent deletes: nothing else depends on both happening together.
+    def prune(self, *, now: float, retention: Retention = DEFAULT_RETENTION) -> None:
+        # Independent statements: nothing else depends on them happening together.
         for table, column, before in (
-            ("webhook_deliveries", "received_at", now - keep_deliveries_s),
+            ("webhook_deliveries", "received_at", now - retention.deliveries_s),
             ("send_windows", "window_start", now - 60),
+            ("worker_heartbeats", "seen_at", now - retention.heartbeats_s),
+            ("reply_jobs", "finished_at", now - retention.jobs_s),
+            ("shadow_comparisons", "received_at", now - retention.comparisons_s),
         ):
             self._call(
                 f"prune {table}",
@@ -731,6 +737,14 @@ class SupabaseStore:
                 .lt(column, before)
                 .execute,
             )
+        self._call(
+            "clear old webhook bodies",
+            self._client.table("reply_jobs")
+            .update({"inbound_payload": None}, returning=ReturnMethod.minimal)
+            .lt("finished_at", now - retention.payloads_s)
+            .not_.is_("inbound_payload", "null")
+            .execute,
+        )
 
 
 def _describe(what: str, error: APIError) -> str:

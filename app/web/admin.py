@@ -13,7 +13,7 @@ from flask.typing import ResponseReturnValue
 
 from app.domain.health import recommendations
 from app.domain.rollout import GuardThresholds, RolloutChange, RolloutError, describe
-from app.guard import pipeline_health
+from app.guard import HEARTBEAT_STALE_S, pipeline_health
 from app.web.context import raw_json_body, services
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api/admin")
@@ -149,7 +149,7 @@ def status_report() -> dict[str, Any]:
             "fallback_rate": round(health.fallback_rate, 4),
         },
         "queue": {**depth, "jobs": wired.store.job_state_counts()},
-        "workers": [asdict(w) for w in wired.store.live_workers(since=now - 30)],
+        "workers": [asdict(w) for w in wired.store.live_workers(since=now - HEARTBEAT_STALE_S)],
     }
 
 

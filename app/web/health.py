@@ -8,14 +8,13 @@ import time
 from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 
+from app.guard import HEARTBEAT_STALE_S
 from app.metrics import render_metrics
 from app.web.context import services
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("health", __name__)
-
-HEARTBEAT_STALE_S = 30.0
 
 
 @blueprint.get("/healthz")

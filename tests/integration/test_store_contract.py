@@ -24,6 +24,7 @@ from app.store.models import (
     ConversationStatus,
     InboundStatus,
     ReapAction,
+    Retention,
     WorkerHeartbeat,
 )
 from app.store.sqlite import SqliteStore
@@ -968,7 +969,7 @@ class StoreContract:
     def test_prune_forgets_old_deliveries(self, store: Store) -> None:
         new_job(store, 1, 1, now=T0)  # delivery d-1
         store.record_inbound(make_message(2, 1), delivery_id="d-2", now=T0 + 1000)
-        store.prune(now=T0 + 1500, keep_deliveries_s=1000)
+        store.prune(now=T0 + 1500, retention=Retention(deliveries_s=1000))
         # d-1 is forgotten: a (new) message under it is accepted again; d-2 is remembered.
         again = store.record_inbound(make_message(3, 1), delivery_id="d-1", now=T0 + 1500)
         assert again.status is InboundStatus.RECORDED
@@ -979,6 +980,25 @@ class StoreContract:
         old = store.record_inbound(make_message(1, 1), delivery_id="d-9", now=T0 + 1500)
         assert old.status is InboundStatus.DUPLICATE
         assert old.reason == "message_already_received"
+
+    def test_prune_clears_old_payloads_then_drops_old_jobs(self, store: Store) -> None:
+        seed(store)
+        finished = store.record_inbound(
+            make_message(1, 1), delivery_id="d-1", now=T0, payload='{"phone": "+6591234567"}'
+        ).job
+        assert finished is not None
+        store.finish_job(finished.id, owner=None, state=JobState.CANCELLED, now=T0)
+        open_job = store.record_inbound(
+            make_message(2, 2), delivery_id="d-2", now=T0, payload='{"x": 1}'
+        ).job
+        assert open_job is not None
+        retention = Retention(payloads_s=100, jobs_s=1000)
+        store.prune(now=T0 + 500, retention=retention)
+        assert job(store, finished.id).inbound_payload is None
+        assert job(store, open_job.id).inbound_payload == '{"x": 1}'  # still may go to n8n
+        store.prune(now=T0 + 1500, retention=retention)
+        assert store.get_job(finished.id) is None
+        assert store.get_job(open_job.id) is not None  # unfinished jobs are never dropped
 
     def test_prune_keeps_the_current_send_window(self, store: Store) -> None:
         assert store.acquire_send_slot(0.5, now=T0 + 100) == 0.0

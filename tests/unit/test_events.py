@@ -203,7 +203,10 @@ def test_loosely_encoded_private_flags_are_understood(value: object, expected: b
         (lambda p: p.pop("conversation"), "conversation must be an object"),
         (lambda p: p.update(conversation=[318]), "conversation must be an object"),
         (lambda p: p["conversation"].pop("id"), "conversation.id must be a positive integer id"),
-        (lambda p: p["conversation"].update(id="318"), "conversation.id must be a positive integer id"),
+        (
+            lambda p: p["conversation"].update(id="318"),
+            "conversation.id must be a positive integer id",
+        ),
     ],
 )
 def test_a_malformed_message_names_the_field(mutate: Any, field: str) -> None:
@@ -286,7 +289,10 @@ def test_a_pending_conversation_update_is_ignored(assignee_type: str | None) -> 
     ("payload", "message"),
     [
         ({"event": "conversation_updated", "status": "open"}, "id must be a positive integer id"),
-        ({"event": "conversation_updated", "id": "318", "status": "open"}, "id must be a positive integer id"),
+        (
+            {"event": "conversation_updated", "id": "318", "status": "open"},
+            "id must be a positive integer id",
+        ),
         ({"event": "conversation_status_changed", "id": 318}, "status must be a string"),
     ],
 )

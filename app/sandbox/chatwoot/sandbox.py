@@ -1,115 +1,60 @@
-"""A local Chatwoot (v4.15.1) that honours the contract in `shared/chatwoot/CONTRACT.md`.
-
-It serves the REST endpoints the AI broker uses, with the real payload and error shapes, token kinds
-and agent-bot restrictions, and it sends the webhooks Chatwoot sends: every message created through
-it, including the echo of the broker's own replies, goes to every registered agent bot and account
-webhook, signed, asynchronously, with the agent-bot retry rules and the handoff Chatwoot performs
-when a bot keeps failing. The traps are reproduced on purpose (integer `message_type` making the
-contact the sender, plain-text 429s, `changed_attributes: null` on status changes) so that the code
-under test meets them here first.
-
-Sections, top to bottom: wire helpers (encoding, signing), the records, the presenters that turn
-records into Chatwoot's JSON shapes, the webhook dispatcher, then the sandbox server itself.
-"""
+"""The sandbox server itself: its state, Python controls and actors, operations and routes."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import itertools
 import json
 import logging
-import queue
 import re
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
-import httpx
 from flask import Flask, Response, jsonify, request
 
+from app.sandbox.chatwoot.presenters import ChatwootPresenter
+from app.sandbox.chatwoot.records import (
+    ACTIVITY,
+    CONTENT_TYPES,
+    CONVERSATION_STATUSES,
+    INCOMING,
+    MESSAGE_TYPE_NAMES,
+    MESSAGE_TYPES,
+    OUTGOING,
+    PRIORITIES,
+    TRACKED_KEYS,
+    Actor,
+    Contact,
+    ContactInbox,
+    Conversation,
+    Installation,
+    Message,
+    Webhook,
+    WebhookKind,
+    make_webhook,
+)
+from app.sandbox.chatwoot.webhooks import WebhookDelivery, WebhookDispatcher
+from app.sandbox.chatwoot.wire import (
+    ChatwootApiError,
+    encode_webhook_body,
+    iso,
+    iso_or_none,
+    unprocessable,
+)
 from app.sandbox.faults import Fault
 from app.sandbox.server import SandboxServer, json_object
 
 logger = logging.getLogger(__name__)
 
-WebhookKind = Literal["agent_bot", "account"]
 # A REST handler: (actor, JSON body, **path ids) -> anything Flask can turn into a response.
 ApiHandler = Callable[..., Any]
 TokenKind = Literal["user", "bot", "invalid"]
 
-ACCOUNT_WEBHOOK_EVENTS = frozenset(
-    {
-        "conversation_created",
-        "conversation_status_changed",
-        "conversation_updated",
-        "contact_created",
-        "contact_updated",
-        "message_created",
-        "message_updated",
-        "webwidget_triggered",
-        "inbox_created",
-        "inbox_updated",
-        "conversation_typing_on",
-        "conversation_typing_off",
-    }
-)
-AGENT_BOT_EVENTS = frozenset(
-    {
-        "message_created",
-        "message_updated",
-        "conversation_opened",
-        "conversation_resolved",
-        "conversation_status_changed",
-        "conversation_updated",
-        "webwidget_triggered",
-    }
-)
-
-MESSAGE_TYPES = {"incoming": 0, "outgoing": 1, "activity": 2, "template": 3}
-MESSAGE_TYPE_NAMES = {number: name for name, number in MESSAGE_TYPES.items()}
-INCOMING, OUTGOING, ACTIVITY = 0, 1, 2
-CONTENT_TYPES = frozenset(
-    {
-        "text",
-        "input_text",
-        "input_textarea",
-        "input_email",
-        "input_select",
-        "cards",
-        "form",
-        "article",
-        "incoming_email",
-        "input_csat",
-        "integrations",
-        "sticker",
-        "voice_call",
-    }
-)
-CONVERSATION_STATUSES = frozenset({"open", "resolved", "pending", "snoozed"})
-PRIORITIES = frozenset({"low", "medium", "high", "urgent"})
-# Conversation#list_of_keys: a change to one of these fires conversation_updated.
-TRACKED_KEYS = (
-    "team_id",
-    "assignee_id",
-    "assignee_agent_bot_id",
-    "status",
-    "snoozed_until",
-    "custom_attributes",
-    "label_list",
-    "waiting_since",
-    "first_reply_created_at",
-    "priority",
-)
-RETRYABLE_AGENT_BOT_STATUSES = frozenset({429, 500})
-AGENT_BOT_ATTEMPTS = 3
-CLOSE_WAIT_S = 1.0
 CONTACTS_PER_PAGE = 15
 
 NOT_FOUND = {"error": "Resource could not be found"}
@@ -119,901 +64,6 @@ BOT_FORBIDDEN = {"error": "Access to this endpoint is not authorized for bots"}
 SIGN_IN_REQUIRED = {"errors": ["You need to sign in or sign up before continuing."]}
 E164 = r"\+[1-9]\d{1,14}"
 BOT_FAILURE_ACTIVITY = "Conversation was marked open by system due to an error with the agent bot."
-
-
-# -- wire helpers ----------------------------------------------------------------------------------
-
-
-def encode_webhook_body(payload: dict[str, Any]) -> bytes:
-    """`payload.to_json` as ActiveSupport writes it: compact, UTF-8, HTML-unsafe chars escaped.
-
-    Receivers must HMAC these exact bytes, so they are produced once per event and reused.
-    """
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    for char, escaped in (
-        ("<", "\\u003c"),
-        (">", "\\u003e"),
-        ("&", "\\u0026"),
-        ("\u2028", "\\u2028"),
-        ("\u2029", "\\u2029"),
-    ):
-        text = text.replace(char, escaped)
-    return text.encode()
-
-
-def sign_webhook(secret: str, timestamp: int | str, body: bytes) -> str:
-    """The `X-Chatwoot-Signature` value: `sha256=` + hex HMAC-SHA256 of `"<ts>." + body`."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"sha256={digest.hexdigest()}"
-
-
-def webhook_headers(
-    delivery_id: str, body: bytes, secret: str | None, timestamp: int
-) -> dict[str, str]:
-    """Headers of one delivery attempt (`lib/webhooks/trigger.rb#request_headers`)."""
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "application/json",
-        "X-Chatwoot-Delivery": delivery_id,
-    }
-    if secret:
-        headers["X-Chatwoot-Timestamp"] = str(timestamp)
-        headers["X-Chatwoot-Signature"] = sign_webhook(secret, timestamp, body)
-    return headers
-
-
-def iso(ts: float) -> str:
-    """Rails' JSON time: UTC, milliseconds, `Z`."""
-    moment = datetime.fromtimestamp(ts, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def _iso_or_none(ts: float | None) -> str | None:
-    return None if ts is None else iso(ts)
-
-
-def _epoch(ts: float | None) -> int:
-    return 0 if ts is None else int(ts)
-
-
-def _webhook_content(content: str | None) -> str | None:
-    """`Messages::WebhookContentNormalizer`: backslash hard breaks to newlines, no trailing ones."""
-    if content is None:
-        return None
-    return content.replace("\\\n", "\n").rstrip("\n")
-
-
-class ChatwootApiError(Exception):
-    """An error answer of the Chatwoot API: raised by the operations, rendered by the routes."""
-
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        super().__init__(f"{status} {body}")
-        self.status = status
-        self.body = body
-
-
-def _unprocessable(message: str) -> ChatwootApiError:
-    return ChatwootApiError(422, {"error": message})
-
-
-# -- records ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Installation:
-    """The fixed cast of the sandbox: one account, one API inbox with an active bot, one agent."""
-
-    account_id: int
-    account_name: str
-    inbox_id: int
-    inbox_name: str
-    channel_id: int
-    bot_id: int
-    bot_name: str
-    agent_id: int
-    agent_name: str
-    created_at: float
-
-    @property
-    def agent_email(self) -> str:
-        return f"{self.agent_name.lower().replace(' ', '.')}@harbourline.example"
-
-    @property
-    def agent_available_name(self) -> str:
-        return self.agent_name.split()[0]
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who a request acts as: the user behind the user token, or the agent bot."""
-
-    kind: Literal["user", "bot"]
-    id: int
-    name: str
-
-    @property
-    def sender_type(self) -> str:
-        return "AgentBot" if self.kind == "bot" else "User"
-
-
-@dataclass
-class Contact:
-    id: int
-    name: str
-    email: str | None
-    phone_number: str | None
-    identifier: str | None
-    additional_attributes: dict[str, Any]
-    custom_attributes: dict[str, Any]
-    created_at: float
-    blocked: bool = False
-    last_activity_at: float | None = None
-
-
-@dataclass(frozen=True)
-class ContactInbox:
-    id: int
-    contact_id: int
-    inbox_id: int
-    source_id: str
-    created_at: float
-    pubsub_token: str
-
-
-@dataclass
-class Message:
-    id: int
-    conversation_id: int
-    content: str | None
-    message_type: int
-    private: bool
-    sender_type: str | None
-    sender_id: int | None
-    created_at: float
-    content_type: str = "text"
-    status: str = "sent"
-    source_id: str | None = None
-    content_attributes: dict[str, Any] = field(default_factory=dict)
-    additional_attributes: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Conversation:
-    display_id: int
-    uuid: str
-    contact_id: int
-    contact_inbox_id: int
-    status: str
-    created_at: float
-    custom_attributes: dict[str, Any]
-    additional_attributes: dict[str, Any]
-    updated_at: float = 0.0
-    last_activity_at: float = 0.0
-    labels: list[str] = field(default_factory=list)
-    priority: str | None = None
-    assignee_id: int | None = None
-    assignee_agent_bot_id: int | None = None
-    snoozed_until: float | None = None
-    waiting_since: float | None = None
-    first_reply_created_at: float | None = None
-    agent_last_seen_at: float | None = None
-    assignee_last_seen_at: float | None = None
-    contact_last_seen_at: float | None = None
-    messages: list[Message] = field(default_factory=list)
-
-    def last_chat_message(self) -> Message | None:
-        """The `chat` scope's last message: no activity, no private notes."""
-        for message in reversed(self.messages):
-            if message.message_type != ACTIVITY and not message.private:
-                return message
-        return None
-
-    def last_non_activity_message(self) -> Message | None:
-        for message in reversed(self.messages):
-            if message.message_type != ACTIVITY:
-                return message
-        return None
-
-    def unread_count(self) -> int:
-        """Incoming messages the agents have not seen, capped at 10 as Chatwoot does."""
-        seen = self.agent_last_seen_at or 0.0
-        unread = sum(1 for m in self.messages if m.message_type == INCOMING and m.created_at > seen)
-        return min(unread, 10)
-
-    def tracked_state(self) -> dict[str, Any]:
-        """The `list_of_keys` values, in the JSON form they take inside `changed_attributes`."""
-        return {
-            "team_id": None,
-            "assignee_id": self.assignee_id,
-            "assignee_agent_bot_id": self.assignee_agent_bot_id,
-            "status": self.status,
-            "snoozed_until": _iso_or_none(self.snoozed_until),
-            "custom_attributes": dict(self.custom_attributes),
-            "label_list": list(self.labels),
-            "waiting_since": _iso_or_none(self.waiting_since),
-            "first_reply_created_at": _iso_or_none(self.first_reply_created_at),
-            "priority": self.priority,
-        }
-
-
-@dataclass(frozen=True)
-class Webhook:
-    """A registered receiver: an agent bot's outgoing_url or an account webhook."""
-
-    url: str
-    secret: str | None
-    kind: WebhookKind
-    subscriptions: frozenset[str] | None = None
-
-    def wants(self, event: str) -> bool:
-        if self.kind == "agent_bot":
-            return event in AGENT_BOT_EVENTS
-        allowed = self.subscriptions if self.subscriptions is not None else ACCOUNT_WEBHOOK_EVENTS
-        return event in ACCOUNT_WEBHOOK_EVENTS and event in allowed
-
-    def describe(self) -> dict[str, Any]:
-        subscriptions = None if self.subscriptions is None else sorted(self.subscriptions)
-        return {
-            "url": self.url,
-            "secret": self.secret,
-            "kind": self.kind,
-            "subscriptions": subscriptions,
-        }
-
-
-def make_webhook(
-    url: str, *, secret: str | None, kind: str, subscriptions: list[str] | None = None
-) -> Webhook:
-    """Validate a webhook registration; ValueError says what is wrong."""
-    if kind not in ("agent_bot", "account"):
-        raise ValueError(f"kind must be 'agent_bot' or 'account', got {kind!r}")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ValueError(f"url must be an http(s) URL, got {url!r}")
-    if subscriptions is not None:
-        unknown = sorted(set(subscriptions) - ACCOUNT_WEBHOOK_EVENTS)
-        if unknown:
-            raise ValueError(
-                f"unknown subscriptions {unknown}; allowed: {sorted(ACCOUNT_WEBHOOK_EVENTS)}"
-            )
-    return Webhook(
-        url=url,
-        secret=secret or None,
-        kind=kind,  # type: ignore[arg-type]
-        subscriptions=None if subscriptions is None else frozenset(subscriptions),
-    )
-
-
-# -- presenters ------------------------------------------------------------------------------------
-
-
-class ChatwootPresenter:
-    """Chatwoot's serializers, one method per shape; names follow the Ruby that builds them.
-
-    Call under the sandbox lock. Every mutable value is copied, so a shape never changes after it
-    was built.
-    """
-
-    def __init__(
-        self,
-        installation: Installation,
-        contacts: dict[int, Contact],
-        contact_inboxes: dict[int, ContactInbox],
-    ) -> None:
-        self.inst = installation
-        self.contacts = contacts
-        self.contact_inboxes = contact_inboxes
-
-    # account, inbox, users, bots
-
-    def account(self) -> dict[str, Any]:
-        return {"id": self.inst.account_id, "name": self.inst.account_name}
-
-    def inbox_slim(self) -> dict[str, Any]:
-        return {
-            "id": self.inst.inbox_id,
-            "avatar_url": "",
-            "channel_id": self.inst.channel_id,
-            "name": self.inst.inbox_name,
-            "channel_type": "Channel::Api",
-            "provider": None,
-        }
-
-    def inbox_record(self) -> dict[str, Any]:
-        """The raw Inbox record that `POST /contacts` puts in `contact_inbox.inbox`."""
-        created = iso(self.inst.created_at)
-        return {
-            "id": self.inst.inbox_id,
-            "channel_id": self.inst.channel_id,
-            "account_id": self.inst.account_id,
-            "name": self.inst.inbox_name,
-            "created_at": created,
-            "updated_at": created,
-            "channel_type": "Channel::Api",
-            "enable_auto_assignment": True,
-            "greeting_enabled": False,
-            "greeting_message": None,
-            "email_address": None,
-            "working_hours_enabled": False,
-            "out_of_office_message": None,
-            "timezone": "Asia/Singapore",
-            "enable_email_collect": True,
-            "csat_survey_enabled": False,
-            "allow_messages_after_resolved": True,
-            "auto_assignment_config": {},
-            "lock_to_single_conversation": False,
-            "portal_id": None,
-            "sender_name_type": "friendly",
-            "business_name": None,
-            "csat_config": {},
-        }
-
-    def user_push(self) -> dict[str, Any]:
-        return {
-            "id": self.inst.agent_id,
-            "name": self.inst.agent_name,
-            "available_name": self.inst.agent_available_name,
-            "avatar_url": "",
-            "type": "user",
-            "availability_status": "online",
-            "thumbnail": "",
-        }
-
-    def user_webhook(self) -> dict[str, Any]:
-        return {
-            "id": self.inst.agent_id,
-            "name": self.inst.agent_name,
-            "email": self.inst.agent_email,
-            "type": "user",
-        }
-
-    def user_agent(self) -> dict[str, Any]:
-        """The agent partial: assignment responses and the REST conversation `meta.assignee`."""
-        return {
-            "id": self.inst.agent_id,
-            "account_id": self.inst.account_id,
-            "availability_status": "online",
-            "auto_offline": True,
-            "confirmed": True,
-            "email": self.inst.agent_email,
-            "provider": "email",
-            "available_name": self.inst.agent_available_name,
-            "name": self.inst.agent_name,
-            "role": "agent",
-            "thumbnail": "",
-            "custom_role_id": None,
-        }
-
-    def bot_push(self) -> dict[str, Any]:
-        return {
-            "id": self.inst.bot_id,
-            "name": self.inst.bot_name,
-            "avatar_url": "",
-            "type": "agent_bot",
-        }
-
-    def bot_webhook(self) -> dict[str, Any]:
-        return {"id": self.inst.bot_id, "name": self.inst.bot_name, "type": "agent_bot"}
-
-    def bot_slim(self) -> dict[str, Any]:
-        return {
-            "id": self.inst.bot_id,
-            "name": self.inst.bot_name,
-            "description": "",
-            "thumbnail": "",
-            "bot_type": "webhook",
-            "account_id": self.inst.account_id,
-        }
-
-    # contacts
-
-    def contact_api(self, contact: Contact, *, with_inboxes: bool) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "additional_attributes": dict(contact.additional_attributes),
-            "availability_status": "offline",
-            "email": contact.email,
-            "id": contact.id,
-            "name": contact.name,
-            "phone_number": contact.phone_number,
-            "blocked": contact.blocked,
-            "identifier": contact.identifier,
-            "thumbnail": "",
-            "custom_attributes": dict(contact.custom_attributes),
-        }
-        if contact.last_activity_at is not None:
-            data["last_activity_at"] = int(contact.last_activity_at)
-        data["created_at"] = int(contact.created_at)
-        if with_inboxes:
-            data["contact_inboxes"] = [
-                {"source_id": ci.source_id, "inbox": self.inbox_slim()}
-                for ci in self.contact_inboxes.values()
-                if ci.contact_id == contact.id
-            ]
-        return data
-
-    def contact_push(self, contact: Contact) -> dict[str, Any]:
-        return {
-            "additional_attributes": dict(contact.additional_attributes),
-            "custom_attributes": dict(contact.custom_attributes),
-            "email": contact.email,
-            "id": contact.id,
-            "identifier": contact.identifier,
-            "name": contact.name,
-            "phone_number": contact.phone_number,
-            "thumbnail": "",
-            "blocked": contact.blocked,
-            "type": "contact",
-        }
-
-    def contact_webhook(self, contact: Contact) -> dict[str, Any]:
-        """`Contact#webhook_data`: note there is no `type` key (removed upstream in 2023)."""
-        return {
-            "account": self.account(),
-            "additional_attributes": dict(contact.additional_attributes),
-            "avatar": "",
-            "custom_attributes": dict(contact.custom_attributes),
-            "email": contact.email,
-            "id": contact.id,
-            "identifier": contact.identifier,
-            "name": contact.name,
-            "phone_number": contact.phone_number,
-            "thumbnail": "",
-            "blocked": contact.blocked,
-        }
-
-    def contact_inbox_full(self, ci: ContactInbox) -> dict[str, Any]:
-        created = iso(ci.created_at)
-        return {
-            "id": ci.id,
-            "contact_id": ci.contact_id,
-            "inbox_id": ci.inbox_id,
-            "source_id": ci.source_id,
-            "created_at": created,
-            "updated_at": created,
-            "hmac_verified": False,
-            "pubsub_token": ci.pubsub_token,
-        }
-
-    # messages
-
-    def _sender_push(self, message: Message) -> dict[str, Any] | None:
-        if message.sender_type == "Contact" and message.sender_id in self.contacts:
-            return self.contact_push(self.contacts[message.sender_id])
-        if message.sender_type == "User":
-            return self.user_push()
-        if message.sender_type == "AgentBot":
-            return self.bot_push()
-        return None
-
-    def _sender_webhook(self, message: Message) -> dict[str, Any] | None:
-        if message.sender_type == "Contact" and message.sender_id in self.contacts:
-            return self.contact_webhook(self.contacts[message.sender_id])
-        if message.sender_type == "User":
-            return self.user_webhook()
-        if message.sender_type == "AgentBot":
-            return self.bot_webhook()
-        return None
-
-    def message_push(self, message: Message, conversation: Conversation) -> dict[str, Any]:
-        """`Message#webhook_push_event_data`: integer message_type and created_at."""
-        contact_inbox = self.contact_inboxes[conversation.contact_inbox_id]
-        data: dict[str, Any] = {
-            "id": message.id,
-            "content": message.content,
-            "account_id": self.inst.account_id,
-            "inbox_id": self.inst.inbox_id,
-            "conversation_id": conversation.display_id,
-            "message_type": message.message_type,
-            "created_at": int(message.created_at),
-            "updated_at": iso(message.created_at),
-            "private": message.private,
-            "status": message.status,
-            "source_id": message.source_id,
-            "content_type": message.content_type,
-            "content_attributes": dict(message.content_attributes),
-            "sender_type": message.sender_type,
-            "sender_id": message.sender_id,
-            "external_source_ids": {},
-            "additional_attributes": dict(message.additional_attributes),
-            "processed_message_content": message.content,
-            "sentiment": {},
-            "conversation": {
-                "assignee_id": conversation.assignee_id,
-                "unread_count": conversation.unread_count(),
-                "last_activity_at": _epoch(conversation.last_activity_at),
-                "contact_inbox": {"source_id": contact_inbox.source_id},
-            },
-        }
-        sender = self._sender_push(message)
-        if sender is not None:
-            data["sender"] = sender
-        return data
-
-    def message_api(self, message: Message, echo_id: str | None = None) -> dict[str, Any]:
-        """`api/v1/models/_message.json.jbuilder`: the REST message."""
-        data: dict[str, Any] = {
-            "id": message.id,
-            "content": message.content,
-            "inbox_id": self.inst.inbox_id,
-        }
-        if echo_id is not None:
-            data["echo_id"] = echo_id
-        data |= {
-            "conversation_id": message.conversation_id,
-            "message_type": message.message_type,
-            "content_type": message.content_type,
-            "status": message.status,
-            "content_attributes": dict(message.content_attributes),
-            "created_at": int(message.created_at),
-            "private": message.private,
-            "source_id": message.source_id,
-        }
-        sender = self._sender_push(message)
-        if sender is not None:
-            data["sender"] = sender
-        return data
-
-    def message_webhook(
-        self, message: Message, conversation: Conversation, event: str
-    ) -> dict[str, Any]:
-        """`Message#webhook_data.merge(event:)`: string message_type, ISO created_at."""
-        return {
-            "account": self.account(),
-            "additional_attributes": dict(message.additional_attributes),
-            "content_attributes": dict(message.content_attributes),
-            "content_type": message.content_type,
-            "content": _webhook_content(message.content),
-            "conversation": self.conversation_webhook(conversation),
-            "created_at": iso(message.created_at),
-            "id": message.id,
-            "inbox": {"id": self.inst.inbox_id, "name": self.inst.inbox_name},
-            "message_type": MESSAGE_TYPE_NAMES[message.message_type],
-            "private": message.private,
-            "sender": self._sender_webhook(message),
-            "source_id": message.source_id,
-            "event": event,
-        }
-
-    # conversations
-
-    def _assignee_push(
-        self, conversation: Conversation
-    ) -> tuple[dict[str, Any] | None, str | None]:
-        if conversation.assignee_id is not None:
-            return self.user_push(), "User"
-        if conversation.assignee_agent_bot_id is not None:
-            return self.bot_push(), "AgentBot"
-        return None, None
-
-    def conversation_webhook(self, conversation: Conversation) -> dict[str, Any]:
-        """`Conversations::EventDataPresenter#webhook_data`."""
-        contact = self.contacts[conversation.contact_id]
-        last_chat = conversation.last_chat_message()
-        assignee, assignee_type = self._assignee_push(conversation)
-        return {
-            "additional_attributes": dict(conversation.additional_attributes),
-            "can_reply": True,
-            "channel": "Channel::Api",
-            "contact_inbox": self.contact_inbox_full(
-                self.contact_inboxes[conversation.contact_inbox_id]
-            ),
-            "id": conversation.display_id,
-            "inbox_id": self.inst.inbox_id,
-            "messages": [self.message_push(last_chat, conversation)] if last_chat else [],
-            "labels": list(conversation.labels),
-            "meta": {
-                "sender": self.contact_push(contact),
-                "assignee": assignee,
-                "assignee_type": assignee_type,
-                "team": None,
-                "hmac_verified": False,
-            },
-            "status": conversation.status,
-            "custom_attributes": dict(conversation.custom_attributes),
-            "snoozed_until": _iso_or_none(conversation.snoozed_until),
-            "unread_count": conversation.unread_count(),
-            "first_reply_created_at": _iso_or_none(conversation.first_reply_created_at),
-            "priority": conversation.priority,
-            "waiting_since": _epoch(conversation.waiting_since),
-            "agent_last_seen_at": _epoch(conversation.agent_last_seen_at),
-            "contact_last_seen_at": _epoch(conversation.contact_last_seen_at),
-            "last_activity_at": _epoch(conversation.last_activity_at),
-            "timestamp": _epoch(conversation.last_activity_at),
-            "created_at": _epoch(conversation.created_at),
-            "updated_at": conversation.updated_at,
-            "account": self.account(),
-        }
-
-    def conversation_api(self, conversation: Conversation) -> dict[str, Any]:
-        """`conversations/partials/_conversation.json.jbuilder`: the REST conversation."""
-        contact = self.contacts[conversation.contact_id]
-        meta: dict[str, Any] = {
-            "sender": self.contact_api(contact, with_inboxes=False),
-            "channel": "Channel::Api",
-        }
-        if conversation.assignee_id is not None:
-            meta |= {"assignee": self.user_agent(), "assignee_type": "User"}
-        elif conversation.assignee_agent_bot_id is not None:
-            meta |= {"assignee": self.bot_slim(), "assignee_type": "AgentBot"}
-        meta["hmac_verified"] = False
-        last = conversation.messages[-1] if conversation.messages else None
-        last_non_activity = conversation.last_non_activity_message()
-        return {
-            "meta": meta,
-            "id": conversation.display_id,
-            "messages": [self.message_push(last, conversation)] if last else [],
-            "account_id": self.inst.account_id,
-            "uuid": conversation.uuid,
-            "additional_attributes": dict(conversation.additional_attributes),
-            "agent_last_seen_at": _epoch(conversation.agent_last_seen_at),
-            "assignee_last_seen_at": _epoch(conversation.assignee_last_seen_at),
-            "can_reply": True,
-            "contact_last_seen_at": _epoch(conversation.contact_last_seen_at),
-            "custom_attributes": dict(conversation.custom_attributes),
-            "inbox_id": self.inst.inbox_id,
-            "labels": list(conversation.labels),
-            "muted": False,
-            "snoozed_until": _iso_or_none(conversation.snoozed_until),
-            "status": conversation.status,
-            "created_at": _epoch(conversation.created_at),
-            "updated_at": conversation.updated_at,
-            "timestamp": _epoch(conversation.last_activity_at),
-            "first_reply_created_at": _epoch(conversation.first_reply_created_at),
-            "unread_count": conversation.unread_count(),
-            "last_non_activity_message": (
-                self.message_push(last_non_activity, conversation) if last_non_activity else None
-            ),
-            "last_activity_at": _epoch(conversation.last_activity_at),
-            "priority": conversation.priority,
-            "waiting_since": _epoch(conversation.waiting_since),
-            "sla_policy_id": None,
-        }
-
-    def messages_meta(self, conversation: Conversation) -> dict[str, Any]:
-        """The `meta` of `GET …/messages`."""
-        meta: dict[str, Any] = {
-            "labels": list(conversation.labels),
-            "additional_attributes": dict(conversation.additional_attributes),
-            "contact": self.contact_push(self.contacts[conversation.contact_id]),
-        }
-        assignee, _ = self._assignee_push(conversation)
-        if assignee is not None:
-            meta["assignee"] = assignee
-        meta["agent_last_seen_at"] = _iso_or_none(conversation.agent_last_seen_at)
-        meta["assignee_last_seen_at"] = _iso_or_none(conversation.assignee_last_seen_at)
-        return meta
-
-    def conversation_inspection(self, conversation: Conversation) -> dict[str, Any]:
-        """Sandbox-only view: the REST conversation with *every* message, notes and activity too."""
-        data = self.conversation_api(conversation)
-        data["messages"] = [self.message_push(m, conversation) for m in conversation.messages]
-        return data
-
-
-# -- webhook delivery ------------------------------------------------------------------------------
-
-
-@dataclass
-class WebhookDelivery:
-    """One event for one webhook; `attempt` grows across agent-bot retries, the id does not."""
-
-    webhook: Webhook
-    event: str
-    body: bytes
-    payload: dict[str, Any]
-    delivery_id: str
-    generation: int
-    conversation_id: int | None
-    message_id: int | None
-    attempt: int = 1
-
-
-class WebhookDispatcher:
-    """Sends webhooks from background threads, as Chatwoot's jobs do, and records every attempt.
-
-    Agent bots get `AgentBots::WebhookJob` semantics: a 429 or 500 is retried `retry_wait_s` later,
-    3 attempts in all, with the same delivery id and a fresh timestamp and signature. Anything else,
-    including timeouts and refused connections, is final. Account webhooks are tried once.
-    """
-
-    def __init__(
-        self,
-        *,
-        timeout_s: float,
-        retry_wait_s: float,
-        workers: int,
-        on_final_failure: Callable[[WebhookDelivery], None],
-    ) -> None:
-        self._timeout_s = timeout_s
-        self._retry_wait_s = retry_wait_s
-        self._worker_count = workers
-        self._on_final_failure = on_final_failure
-        self._queue: queue.SimpleQueue[WebhookDelivery | None] = queue.SimpleQueue()
-        self._cond = threading.Condition()
-        self._records: list[dict[str, Any]] = []
-        self._outstanding = 0
-        self._generation = 0
-        self._retry_timers: dict[int, threading.Timer] = {}
-        self._timer_ids = itertools.count(1)
-        self._client: httpx.Client | None = None
-        self._workers: list[threading.Thread] = []
-
-    def enqueue(self, webhook: Webhook, event: str, body: bytes, payload: dict[str, Any]) -> None:
-        """Queue one delivery; returns at once (the API answers before the webhook is sent)."""
-        conversation_id, message_id = _delivery_subjects(event, payload)
-        with self._cond:
-            self._start_workers()
-            delivery = WebhookDelivery(
-                webhook=webhook,
-                event=event,
-                body=body,
-                payload=payload,
-                delivery_id=str(uuid.uuid4()),
-                generation=self._generation,
-                conversation_id=conversation_id,
-                message_id=message_id,
-            )
-            self._outstanding += 1
-        self._queue.put(delivery)
-
-    def records(self) -> list[dict[str, Any]]:
-        with self._cond:
-            return [dict(record) for record in self._records]
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Block until nothing is queued, in flight or waiting to be retried."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._outstanding == 0, timeout=timeout_s)
-
-    def reset(self) -> None:
-        """Forget the records and drop queued deliveries and pending retries."""
-        with self._cond:
-            self._drop_pending()
-            self._records.clear()
-
-    def close(self) -> None:
-        """Drop pending work and stop the workers (records stay); a later enqueue restarts."""
-        with self._cond:
-            self._drop_pending()
-            workers, self._workers = self._workers, []
-            client, self._client = self._client, None
-        for _ in workers:
-            self._queue.put(None)
-        deadline = time.monotonic() + CLOSE_WAIT_S
-        for worker in workers:
-            worker.join(timeout=max(0.0, deadline - time.monotonic()))
-        # A worker still waiting on a slow receiver keeps using the client; it is a daemon and
-        # will drop its result as stale, so leave the client to it rather than break its request.
-        if client is not None and not any(worker.is_alive() for worker in workers):
-            client.close()
-
-    def _drop_pending(self) -> None:
-        """Make queued and in-flight deliveries stale and cancel retries (caller holds _cond)."""
-        self._generation += 1
-        for timer in self._retry_timers.values():
-            timer.cancel()
-        self._outstanding -= len(self._retry_timers)
-        self._retry_timers.clear()
-        self._cond.notify_all()
-
-    def _start_workers(self) -> None:
-        if self._workers:
-            return
-        self._client = httpx.Client(
-            timeout=self._timeout_s, follow_redirects=True, max_redirects=10
-        )
-        self._workers = [
-            threading.Thread(target=self._work, name=f"chatwoot-webhooks-{n}", daemon=True)
-            for n in range(self._worker_count)
-        ]
-        for worker in self._workers:
-            worker.start()
-
-    def _work(self) -> None:
-        while (delivery := self._queue.get()) is not None:
-            retrying = False
-            try:
-                retrying = self._attempt(delivery)
-            except Exception:
-                logger.exception("webhook delivery %s crashed", delivery.delivery_id)
-            finally:
-                if not retrying:
-                    self._finish()
-
-    def _finish(self) -> None:
-        with self._cond:
-            self._outstanding -= 1
-            self._cond.notify_all()
-
-    def _attempt(self, delivery: WebhookDelivery) -> bool:
-        """Try one delivery; True when a retry was scheduled (the delivery is not finished)."""
-        with self._cond:
-            client = self._client if delivery.generation == self._generation else None
-        if client is None:
-            return False
-        timestamp = int(time.time())
-        headers = webhook_headers(
-            delivery.delivery_id, delivery.body, delivery.webhook.secret, timestamp
-        )
-        started = time.monotonic()
-        status: int | None = None
-        error: str | None = None
-        try:
-            status = client.post(
-                delivery.webhook.url, content=delivery.body, headers=headers
-            ).status_code
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        self._record(delivery, status, error, (time.monotonic() - started) * 1000)
-        if status is not None and 200 <= status < 300:
-            return False
-        if (
-            delivery.webhook.kind == "agent_bot"
-            and status in RETRYABLE_AGENT_BOT_STATUSES
-            and delivery.attempt < AGENT_BOT_ATTEMPTS
-        ):
-            self._schedule_retry(delivery)
-            return True
-        logger.info(
-            "webhook %s %s to %s failed for good: %s",
-            delivery.event,
-            delivery.delivery_id,
-            delivery.webhook.url,
-            status or error,
-        )
-        if delivery.webhook.kind == "agent_bot":
-            self._on_final_failure(delivery)
-        return False
-
-    def _record(
-        self, delivery: WebhookDelivery, status: int | None, error: str | None, duration_ms: float
-    ) -> None:
-        record = {
-            "url": delivery.webhook.url,
-            "kind": delivery.webhook.kind,
-            "event": delivery.event,
-            "delivery_id": delivery.delivery_id,
-            "attempt": delivery.attempt,
-            "status": status,
-            "error": error,
-            "duration_ms": round(duration_ms, 1),
-            "at": iso(time.time()),
-            "conversation_id": delivery.conversation_id,
-            "message_id": delivery.message_id,
-            "payload": delivery.payload,
-        }
-        with self._cond:
-            if delivery.generation == self._generation:
-                self._records.append(record)
-
-    def _schedule_retry(self, delivery: WebhookDelivery) -> None:
-        delivery.attempt += 1
-        with self._cond:
-            timer_id = next(self._timer_ids)
-            timer = threading.Timer(self._retry_wait_s, self._requeue, args=(timer_id, delivery))
-            timer.daemon = True
-            self._retry_timers[timer_id] = timer
-        timer.start()
-
-    def _requeue(self, timer_id: int, delivery: WebhookDelivery) -> None:
-        with self._cond:
-            # A reset cancels timers and settles their count; one that fired anyway must not run.
-            if self._retry_timers.pop(timer_id, None) is None:
-                return
-        self._queue.put(delivery)
-
-
-def _delivery_subjects(event: str, payload: dict[str, Any]) -> tuple[int | None, int | None]:
-    """(conversation display id, message id) of a webhook body, for the delivery records."""
-    if event.startswith("message_"):
-        return payload.get("conversation", {}).get("id"), payload.get("id")
-    if event.startswith("conversation_typing"):
-        return payload.get("conversation", {}).get("id"), None
-    if event.startswith("conversation_"):
-        return payload.get("id"), None
-    return None, None
-
-
-# -- the sandbox -----------------------------------------------------------------------------------
 
 
 class ChatwootSandbox(SandboxServer):
@@ -1277,7 +327,7 @@ class ChatwootSandbox(SandboxServer):
             errors.append(("identifier", "Identifier has already been taken"))
         for key in ("additional_attributes", "custom_attributes"):
             if not isinstance(params.get(key, {}), dict):
-                raise _unprocessable(f"{key} must be an object")
+                raise unprocessable(f"{key} must be an object")
         if errors:
             raise ChatwootApiError(
                 422,
@@ -1325,7 +375,7 @@ class ChatwootSandbox(SandboxServer):
     ) -> Conversation:
         for key in ("custom_attributes", "additional_attributes"):
             if not isinstance(params.get(key) or {}, dict):
-                raise _unprocessable(f"{key} must be an object")
+                raise unprocessable(f"{key} must be an object")
         now = time.time()
         conversation = Conversation(
             display_id=next(self._conversation_ids),
@@ -1359,26 +409,26 @@ class ChatwootSandbox(SandboxServer):
         if raw_type is None:
             raw_type = "outgoing"  # Ruby's `|| 'outgoing'`: an integer 0 stays 0
         if isinstance(raw_type, bool) or not isinstance(raw_type, (str, int)):
-            raise _unprocessable(f"'{raw_type}' is not a valid message_type")
+            raise unprocessable(f"'{raw_type}' is not a valid message_type")
         if isinstance(raw_type, int):
             if raw_type not in MESSAGE_TYPE_NAMES:
-                raise _unprocessable(f"'{raw_type}' is not a valid message_type")
+                raise unprocessable(f"'{raw_type}' is not a valid message_type")
             message_type = raw_type
         elif raw_type in MESSAGE_TYPES:
             message_type = MESSAGE_TYPES[raw_type]
         else:
-            raise _unprocessable(f"'{raw_type}' is not a valid message_type")
+            raise unprocessable(f"'{raw_type}' is not a valid message_type")
         content = params.get("content")
         if content is not None and not isinstance(content, str):
             content = str(content)
         if not content or not content.strip():
-            raise _unprocessable("Validation failed: Content can't be blank")
+            raise unprocessable("Validation failed: Content can't be blank")
         content_type = params.get("content_type") or "text"
         if content_type not in CONTENT_TYPES:
-            raise _unprocessable(f"'{content_type}' is not a valid content_type")
+            raise unprocessable(f"'{content_type}' is not a valid content_type")
         content_attributes = params.get("content_attributes") or {}
         if not isinstance(content_attributes, dict):
-            raise _unprocessable("content_attributes must be an object")
+            raise unprocessable("content_attributes must be an object")
         if raw_type == "outgoing":
             as_bot = (
                 params.get("sender_type") == "AgentBot"
@@ -1418,7 +468,7 @@ class ChatwootSandbox(SandboxServer):
         if message_type != ACTIVITY:
             recent = sum(1 for m in conversation.messages if m.created_at > now - 60)
             if recent >= self.messages_per_minute_limit:
-                raise _unprocessable("Validation failed: Too many messages")
+                raise unprocessable("Validation failed: Too many messages")
         with self._tracking(conversation):
             message = Message(
                 id=next(self._message_ids),
@@ -1710,7 +760,7 @@ class ChatwootSandbox(SandboxServer):
     def _api_search_contacts(self, actor: Actor, body: dict[str, Any]) -> Any:
         q = request.args.get("q", "")
         if not q:
-            raise _unprocessable("Specify search string with parameter q")
+            raise unprocessable("Specify search string with parameter q")
         page = max(_as_int(request.args.get("page")) or 1, 1)
         with_inboxes = request.args.get("include_contact_inboxes", "true") == "true"
         needle = q.lower()
@@ -1757,7 +807,7 @@ class ChatwootSandbox(SandboxServer):
         if contact_inbox is None:
             contact_id = _as_int(body.get("contact_id"))
             if inbox_id is None or contact_id is None:
-                raise _unprocessable("Pass inbox_id and contact_id, or an existing source_id")
+                raise unprocessable("Pass inbox_id and contact_id, or an existing source_id")
             if contact_id not in self._contacts:
                 raise ChatwootApiError(404, NOT_FOUND)
             contact_inbox = self._contact_inbox_for(self._contacts[contact_id], source_id)
@@ -1804,7 +854,7 @@ class ChatwootSandbox(SandboxServer):
         conversation = self._find(conversation_id)
         attributes = body.get("custom_attributes")
         if not isinstance(attributes, dict):
-            raise _unprocessable("custom_attributes must be an object")
+            raise unprocessable("custom_attributes must be an object")
         with self._tracking(conversation):
             conversation.custom_attributes = dict(attributes)
         return {"custom_attributes": dict(conversation.custom_attributes)}
@@ -1815,7 +865,7 @@ class ChatwootSandbox(SandboxServer):
         if status is None:
             status = "resolved" if conversation.status == "open" else "open"
         elif status not in CONVERSATION_STATUSES:
-            raise _unprocessable(f"'{status}' is not a valid status")
+            raise unprocessable(f"'{status}' is not a valid status")
         snoozed_until = body.get("snoozed_until")
         snoozed_ts = float(snoozed_until) if isinstance(snoozed_until, (int, float)) else None
         handoff = actor.kind == "bot" and conversation.status == "pending" and status == "open"
@@ -1833,7 +883,7 @@ class ChatwootSandbox(SandboxServer):
                 "success": None if handoff else True,
                 "conversation_id": conversation.display_id,
                 "current_status": conversation.status,
-                "snoozed_until": _iso_or_none(conversation.snoozed_until),
+                "snoozed_until": iso_or_none(conversation.snoozed_until),
             },
         }
 
@@ -1841,7 +891,7 @@ class ChatwootSandbox(SandboxServer):
         conversation = self._find(conversation_id)
         priority = body.get("priority")
         if priority is not None and priority not in PRIORITIES:
-            raise _unprocessable(f"'{priority}' is not a valid priority")
+            raise unprocessable(f"'{priority}' is not a valid priority")
         if priority != conversation.priority:
             with self._tracking(conversation):
                 conversation.priority = priority
@@ -1894,7 +944,7 @@ class ChatwootSandbox(SandboxServer):
         if request.method == "POST":
             labels = body.get("labels")
             if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-                raise _unprocessable("labels must be a list of strings")
+                raise unprocessable("labels must be a list of strings")
             wanted = list(dict.fromkeys(labels))
             added = [x for x in wanted if x not in conversation.labels]
             removed = [x for x in conversation.labels if x not in wanted]

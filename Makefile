@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,13 +20,20 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app tasks
+	$(BIN)/mypy app tasks console
 
-test: lint
+# The console's browser test drives Debian's chromium (Playwright cannot download browsers here).
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test: lint chromium
 	$(BIN)/pytest -q -p no:cacheprovider
 
-bench: $(STAMP)
+bench: $(STAMP) chromium
 	$(BIN)/python bench/pipeline_bench.py
+	$(BIN)/python bench/routing_bench.py
+	$(BIN)/python bench/receiver_bench.py
+	$(BIN)/python bench/console_bench.py --browser
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -47,6 +47,13 @@ def _worker(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _console(settings: Settings, _: argparse.Namespace) -> int:
+    from app.console_cli import run_console
+
+    run_console(settings)
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
@@ -107,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("web", help="the webhook and lead-form receiver").set_defaults(run=_web)
     commands.add_parser("worker", help="the reply pipeline worker").set_defaults(run=_worker)
+    commands.add_parser("console", help="the Streamlit operations console").set_defaults(
+        run=_console
+    )
     demo = commands.add_parser("demo", help="everything, with local sandboxes and traffic")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--conversations", type=int, default=6, help="conversations at a time")

@@ -28,6 +28,7 @@ from app.sandbox.llm import LLMSandbox
 from app.sandbox.n8n import N8nSandbox
 from app.sandbox.traffic import TrafficGenerator
 from app.store.sqlite import SqliteStore
+from console.seed import SeedPlan, seed_store
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ STATUS_EVERY_S = 10.0
 STARTUP_TIMEOUT_S = 40.0
 LLM_LATENCY_MS = 700
 N8N_REPLY_DELAY_MS = 1500
+HISTORY_JOBS = 5_000
+HISTORY_COMPARISONS = 500
 
 
 def run_demo(
@@ -47,9 +50,16 @@ def run_demo(
     data_dir = settings.data_dir / "demo"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
+    # A synthetic day of history, so the console's 24-hour charts have a shape from the start;
+    # live traffic adds to it from now on.
+    seed_store(
+        data_dir / "store.db",
+        SeedPlan(jobs=HISTORY_JOBS, comparisons=HISTORY_COMPARISONS, live=False),
+    )
     webhook_secret = secrets.token_urlsafe(18)
     form_token = secrets.token_urlsafe(18)
     admin_token = secrets.token_urlsafe(18)
+    console_password = secrets.token_urlsafe(12)
     receiver_url = f"http://{settings.host}:{settings.port}"
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -77,6 +87,8 @@ def run_demo(
             "OPENAI_API_KEY": "sandbox-key",
             "OPENAI_BASE_URL": f"{llm.url}/v1",
             "FORM_TOKEN": form_token,
+            "CONSOLE_PASSWORD": console_password,
+            "CONSOLE_PORT": str(settings.console_port),
             "ADMIN_TOKEN": admin_token,
             "N8N_AI_BROKER_WEBHOOK_URL": f"{n8n.url}/webhook/chatwoot-ai-broker",
             # Half the conversations on each system, n8n's half shadowed: every console page
@@ -87,7 +99,7 @@ def run_demo(
                 delay_scale if delay_scale is not None else settings.response_delay_scale
             ),
         }
-        children = [_spawn("web", env), _spawn("worker", env)]
+        children = [_spawn("web", env), _spawn("worker", env), _spawn("console", env)]
         stack.callback(_stop_children, children)
         if not _wait_ready(receiver_url, children):
             sys.stderr.write("demo: the receiver or worker did not start; see the log above\n")
@@ -103,6 +115,11 @@ def run_demo(
         stack.callback(stop.set)
         _banner(
             [
+                (
+                    "console",
+                    f"http://{settings.host}:{settings.console_port}  "
+                    f"(password: {console_password})",
+                ),
                 ("receiver", f"{receiver_url}  (/readyz, /metrics)"),
                 (
                     "admin API",
@@ -112,7 +129,7 @@ def run_demo(
                 ("Chatwoot sandbox", f"{chatwoot.url}/_sandbox/conversations  (replies land here)"),
                 ("LLM sandbox", f"{llm.url}/_sandbox/calls"),
                 ("n8n sandbox", f"{n8n.url}/_sandbox/received  (the legacy workflow's share)"),
-                ("store (SQLite)", str(data_dir / "store.db")),
+                ("store (SQLite)", f"{data_dir / 'store.db'}  (with a seeded day of history)"),
                 ("traffic", "lead forms + customer conversations, continuously"),
             ]
         )

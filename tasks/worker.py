@@ -17,6 +17,7 @@ import time
 from app.bootstrap import Services, build_notifier, build_services, prepare_store
 from app.config import Settings
 from app.guard import RolloutGuard
+from app.store.analytics import SqliteAnalytics
 from app.store.models import ReapAction, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ MAINTENANCE_INTERVAL_S = 2.0
 STALE_AFTER_S = 15.0
 PRUNE_EVERY_S = 300.0
 GUARD_EVERY_S = 5.0
+SAMPLE_EVERY_S = 60.0
 SHUTDOWN_TIMEOUT_S = 20.0
 
 
@@ -37,6 +39,13 @@ class Maintenance:
         self._guard = RolloutGuard(
             services.store, services.rollout, build_notifier(services.settings)
         )
+        # Broker workload over time for the console (the embedded store only, for now).
+        self._analytics = (
+            None
+            if services.settings.uses_supabase
+            else SqliteAnalytics(services.settings.store_path)
+        )
+        self._last_sample = 0.0
 
     def tick(self, now: float) -> int:
         store = self._services.store
@@ -59,6 +68,9 @@ class Maintenance:
                 self._services.queue.enqueue_respond(job.job_id, at=at)
         if reaped:
             log.warning("reaper re-enqueued %d job(s) whose task was lost", len(reaped))
+        if self._analytics is not None and now - self._last_sample >= SAMPLE_EVERY_S:
+            self._last_sample = now
+            self._analytics.sample_brokers(now)
         if now - self._last_guard >= GUARD_EVERY_S:
             self._last_guard = now
             self._guard.check()

@@ -1,0 +1,96 @@
+"""`ai-broker console`: the Streamlit operations console, as a real `streamlit run` process.
+
+Refuses to start when nobody would have to log in (no CONSOLE_PASSWORD and no OIDC provider in
+Streamlit secrets), then replaces this process with Streamlit, so signals from a process manager
+(Procfile, systemd) reach it directly. Streamlit's own settings are given as flags: headless, no
+error details (no stack trace on any page), no usage statistics, no file watcher.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import console
+from app.config import ConfigError, Settings
+from console.auth import access_config, authlib_available, read_secrets, secrets_files
+
+log = logging.getLogger(__name__)
+
+APP = Path(console.__file__).resolve().parent / "main.py"
+
+
+def streamlit_command(settings: Settings) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        f"--server.port={settings.console_port}",
+        f"--server.address={settings.host}",
+        "--server.headless=true",
+        "--client.showErrorDetails=none",
+        "--client.toolbarMode=minimal",
+        "--browser.gatherUsageStats=false",
+        "--server.fileWatcherType=none",
+        "--server.runOnSave=false",
+    ]
+
+
+def check_store(settings: Settings) -> None:
+    """The console's aggregate queries exist for the embedded SQLite store only (so far)."""
+    if settings.uses_supabase:
+        raise ConfigError(
+            "SUPABASE_URL is set, but the console's charts and searches are built for the "
+            "embedded SQLite store only (app/store/analytics.py); run the console without "
+            "SUPABASE_URL against DATA_DIR, or wait for the Supabase analytics"
+        )
+
+
+def check_access(settings: Settings, secrets: Mapping[str, object]) -> None:
+    """ConfigError unless the console would ask everyone to log in."""
+    config = access_config(settings, secrets)
+    if not config.configured:
+        raise ConfigError(
+            "CONSOLE_PASSWORD is not set and no OIDC provider is configured in Streamlit "
+            "secrets ([auth] in .streamlit/secrets.toml): the console would be open to anyone "
+            "who can reach it; set one of them (see docs/console.md)"
+        )
+    if config.oidc and not authlib_available():
+        raise ConfigError(
+            "an OIDC provider is configured ([auth] in secrets.toml) but Authlib is not "
+            "installed: pip install 'streamlit[auth]' (or remove [auth] to use CONSOLE_PASSWORD)"
+        )
+    if config.oidc and not (config.allowed_emails or config.allowed_domains):
+        log.warning(
+            "console: every account the OIDC provider authenticates may log in; set "
+            "[console] allowed_emails or allowed_domains in secrets.toml to limit it"
+        )
+
+
+def run_console(
+    settings: Settings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    execute: Callable[[str, list[str], dict[str, str]], object] = os.execve,
+) -> None:
+    """Check access, then become `streamlit run console/app.py` (does not return)."""
+    try:
+        secrets = read_secrets(secrets_files(APP.parent, Path.cwd()))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Streamlit secrets could not be read: {exc}") from exc
+    check_store(settings)
+    check_access(settings, secrets)
+    command = streamlit_command(settings)
+    log.info(
+        "console: http://%s:%d (store %s)",
+        settings.host,
+        settings.console_port,
+        settings.store_path,
+    )
+    execute(command[0], command, dict(os.environ if environ is None else environ))

@@ -1,0 +1,308 @@
+"""Who may use the console, and who they are (every action is audited under that name).
+
+Two ways in, chosen by configuration:
+
+- OIDC (`st.login`) when a provider is configured in Streamlit secrets (`[auth]`). An optional
+  `[console]` section limits who gets in (`allowed_emails`, `allowed_domains`) and who may only
+  look (`viewer_emails`): an identity provider such as Google authenticates anyone with an
+  account, so a public provider needs an allow-list.
+- Otherwise a shared `CONSOLE_PASSWORD`, compared in constant time; operators give their name,
+  which goes into the audit log.
+
+With neither, the console does not open (and `ai-broker console` refuses to start).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NoReturn
+
+import streamlit as st
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+SESSION_KEY = "console_operator"
+MAX_FAILURES_PER_MINUTE = 10
+FAILURE_DELAY_S = 1.0
+
+
+class AccessMethod(StrEnum):
+    OIDC = "oidc"
+    PASSWORD = "password"  # noqa: S105 - the login method's name, not a secret
+
+
+@dataclass(frozen=True)
+class Operator:
+    name: str
+    email: str | None
+    method: AccessMethod
+    can_act: bool = True  # False: a viewer, who sees everything and changes nothing
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this operator."""
+        return f"console:{self.email or self.name}"
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    oidc: bool
+    oidc_provider: str | None  # None: the single provider configured directly under [auth]
+    password: str | None = field(repr=False)
+    allowed_emails: frozenset[str] = frozenset()
+    allowed_domains: frozenset[str] = frozenset()
+    viewer_emails: frozenset[str] = frozenset()
+
+    @property
+    def configured(self) -> bool:
+        return self.oidc or bool(self.password)
+
+    def admits(self, email: str | None) -> bool:
+        """Whether an identity the provider vouched for may use the console."""
+        if not self.allowed_emails and not self.allowed_domains:
+            return True
+        if not email:
+            return False
+        email = email.lower()
+        domain = email.rpartition("@")[2]
+        return (
+            email in self.allowed_emails
+            or email in self.viewer_emails
+            or domain in self.allowed_domains
+        )
+
+
+def access_config(settings: Settings, secrets: Mapping[str, Any]) -> AccessConfig:
+    oidc, provider = oidc_provider(secrets)
+    console = secrets.get("console") or {}
+    return AccessConfig(
+        oidc=oidc,
+        oidc_provider=provider,
+        password=settings.console_password,
+        allowed_emails=_lowered(console.get("allowed_emails")),
+        allowed_domains=_lowered(console.get("allowed_domains")),
+        viewer_emails=_lowered(console.get("viewer_emails")),
+    )
+
+
+def oidc_provider(secrets: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """(configured, provider name) from the `[auth]` secrets: either named provider sections
+    (`[auth.google]`) or one provider's settings directly under `[auth]`."""
+    auth = secrets.get("auth") or {}
+    if not isinstance(auth, Mapping):
+        return False, None
+    named = sorted(key for key, value in auth.items() if isinstance(value, Mapping))
+    if named:
+        return True, named[0]
+    return bool(auth.get("client_id") and auth.get("server_metadata_url")), None
+
+
+def password_matches(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def secrets_files(app_dir: Path, cwd: Path) -> list[Path]:
+    """Where Streamlit looks for secrets.toml (global, project, next to the app)."""
+    return [
+        Path.home() / ".streamlit" / "secrets.toml",
+        cwd / ".streamlit" / "secrets.toml",
+        app_dir / ".streamlit" / "secrets.toml",
+    ]
+
+
+def read_secrets(paths: Sequence[Path]) -> dict[str, Any]:
+    """The merged secrets of `paths` (later files win), as Streamlit will read them."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        if path.is_file():
+            with path.open("rb") as handle:
+                merged.update(tomllib.load(handle))
+    return merged
+
+
+def authlib_available() -> bool:
+    try:
+        import authlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- the gate (Streamlit) ----------------------------------------------------------------------
+def require_operator(settings: Settings) -> Operator:
+    """The logged-in operator; otherwise render the login and stop the script run."""
+    config = access_config(settings, _secrets())
+    if not config.configured:
+        _gate(_not_configured)
+    if config.oidc:
+        return _oidc_operator(config)
+    operator = st.session_state.get(SESSION_KEY)
+    if isinstance(operator, Operator):
+        return operator
+    _gate(lambda: _password_form(config))
+    raise AssertionError("unreachable: the gate stops the run")
+
+
+def current_operator() -> Operator:
+    """The operator of this session. Pages run after the gate, so there is one; every page
+    asks all the same, so none can ever render for a session that has not logged in."""
+    operator = st.session_state.get(SESSION_KEY)
+    if not isinstance(operator, Operator):
+        st.stop()
+        raise AssertionError("unreachable: st.stop() ends the run")
+    return operator
+
+
+def log_out() -> None:
+    operator = st.session_state.pop(SESSION_KEY, None)
+    if isinstance(operator, Operator):
+        log.info("%s logged out", operator.actor)
+        if operator.method is AccessMethod.OIDC:
+            st.logout()
+
+
+def _gate(render: Callable[[], None]) -> NoReturn:
+    """Show only `render` (the login), whatever page was asked for, and end the run. The
+    navigation is replaced so not even the page names show before login."""
+    st.navigation(
+        [st.Page(render, title="Log in", url_path="login", default=True)], position="hidden"
+    ).run()
+    st.stop()
+    raise AssertionError("unreachable: st.stop() ends the run")
+
+
+def _not_configured() -> None:
+    _login_page_header()
+    st.error(
+        "Console access is not configured: set CONSOLE_PASSWORD, or configure an OIDC "
+        "provider in .streamlit/secrets.toml ([auth]). See docs/console.md."
+    )
+
+
+def _oidc_login(config: AccessConfig) -> None:
+    _login_page_header()
+    if not authlib_available():
+        st.error("OIDC login needs Authlib: pip install 'streamlit[auth]'.")
+        return
+    st.button(
+        "Log in with single sign-on",
+        type="primary",
+        icon=":material/login:",
+        on_click=st.login,
+        args=(config.oidc_provider,) if config.oidc_provider else (),
+    )
+
+
+def _refused(email: str | None) -> None:
+    _login_page_header()
+    st.error(
+        f"{email or 'This account'} is not allowed to use the console. Ask an administrator "
+        "to add it to [console] allowed_emails in the console's secrets."
+    )
+    st.button("Log out", on_click=st.logout)
+
+
+def _oidc_operator(config: AccessConfig) -> Operator:
+    if not st.user.get("is_logged_in"):
+        _gate(lambda: _oidc_login(config))
+    email = _claim("email")
+    if not config.admits(email):
+        log.warning("refused %s (not in the allow-list)", email)
+        _gate(lambda: _refused(email))
+    operator = Operator(
+        name=_claim("name") or email or "operator",
+        email=email,
+        method=AccessMethod.OIDC,
+        can_act=(email or "").lower() not in config.viewer_emails,
+    )
+    if st.session_state.get(SESSION_KEY) != operator:
+        st.session_state[SESSION_KEY] = operator
+        log.info("%s logged in (oidc)", operator.actor)
+    return operator
+
+
+def _password_form(config: AccessConfig) -> None:
+    _login_page_header()
+    with st.form("login", border=True, width=420):
+        name = st.text_input(
+            "Your name", key="login_name", help="Recorded in the audit log with every action."
+        )
+        password = st.text_input("Console password", type="password", key="login_password")
+        submitted = st.form_submit_button("Log in", type="primary", icon=":material/login:")
+    if not submitted:
+        return
+    throttle = _throttle()
+    if throttle.locked():
+        st.error("Too many failed logins. Wait a minute and try again.")
+        return
+    assert config.password is not None
+    if not name.strip():
+        st.error("Enter your name: it goes into the audit log with every action.")
+        return
+    if not password_matches(password, config.password):
+        throttle.failed()
+        log.warning("failed login as %r", name.strip()[:80])
+        time.sleep(FAILURE_DELAY_S)
+        st.error("Wrong password.")
+        return
+    operator = Operator(name=name.strip()[:80], email=None, method=AccessMethod.PASSWORD)
+    st.session_state[SESSION_KEY] = operator
+    log.info("%s logged in (password)", operator.actor)
+    st.rerun()
+
+
+def _login_page_header() -> None:
+    st.title("ai-broker console")
+    st.caption("Operations console for NextNest's AI mortgage brokers. Log in to continue.")
+
+
+def _claim(name: str) -> str | None:
+    value = st.user.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _secrets() -> Mapping[str, Any]:
+    try:
+        return st.secrets.to_dict()
+    except FileNotFoundError:
+        return {}
+
+
+def _lowered(values: object) -> frozenset[str]:
+    if not isinstance(values, list | tuple):
+        return frozenset()
+    return frozenset(str(value).strip().lower() for value in values if str(value).strip())
+
+
+class _LoginThrottle:
+    """Failed logins across every session of this process: after too many in a minute, logins
+    wait (a shared password must not be guessable at network speed)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failures: list[float] = []
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failures.append(time.monotonic())
+
+    def locked(self) -> bool:
+        cutoff = time.monotonic() - 60
+        with self._lock:
+            self._failures = [at for at in self._failures if at > cutoff]
+            return len(self._failures) >= MAX_FAILURES_PER_MINUTE
+
+
+@st.cache_resource(show_spinner=False)
+def _throttle() -> _LoginThrottle:
+    return _LoginThrottle()

@@ -1,0 +1,746 @@
+"""The console's one data-access module: everything a page shows or changes goes through here.
+
+- `st.cache_resource` holds one backend per configuration: the Services (store, queue, rollout)
+  and the SQL aggregates (`SqliteAnalytics`). Store calls run on the backend's own small thread
+  pool: Streamlit starts a new thread for every script run, and the SQLite store keeps one
+  connection per thread, so calling it from script threads would open a connection per rerun.
+- `st.cache_data(ttl=...)` holds the aggregates (charts, tables) for a few seconds; every action
+  clears them, so an operator sees the effect of their own change at once.
+- Actions take the operator's identity and leave an audit trail: rollout changes, rollbacks and
+  pauses through the RolloutService (rollout_audit), verdicts on the comparison (verdict_by),
+  retries and cancellations in operator_actions (and the log).
+
+Pure rules (alerts, filters) live here too, as plain functions the tests call directly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import streamlit as st
+from streamlit import config
+
+from app.bootstrap import Services, build_services, prepare_store
+from app.config import Settings
+from app.domain.circuit import Circuit, CircuitPosition
+from app.domain.health import BACKLOG_WARNING, PipelineHealth, guard_verdict, recommendations
+from app.domain.jobs import JobState
+from app.domain.rollout import RolloutChange, RolloutState, describe
+from app.guard import HEARTBEAT_STALE_S, pipeline_health
+from app.logs import configure_logging
+from app.rollout import RollbackResult
+from app.store.analytics import (
+    BrokerReplies,
+    Buckets,
+    ComparisonFilter,
+    ComparisonPage,
+    ComparisonSummary,
+    JobDetail,
+    JobFilter,
+    JobPage,
+    LatencyBucket,
+    OperatorAction,
+    OutcomeBucket,
+    PercentageStep,
+    SqliteAnalytics,
+    TrafficBucket,
+    WindowStats,
+    WorkerStatus,
+    WorkloadSample,
+)
+from app.store.models import AuditEntry, Comparison, Verdict
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 10  # the Overview's live fragment
+AGGREGATE_TTL_S = 10
+STATUS_TTL_S = 2
+EXPORT_TTL_S = 60
+DB_THREADS = 4
+JOBS_EXPORT_LIMIT = 10_000
+RETRYABLE_STATES = frozenset({JobState.FAILED.value, JobState.CANCELLED.value})
+CANCELLABLE_STATES = frozenset({JobState.QUEUED.value, JobState.WAITING.value})
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Window:
+    label: str
+    span_s: int
+    bucket_s: int
+
+
+WINDOWS: tuple[Window, ...] = (
+    Window("1 h", 3600, 60),
+    Window("6 h", 6 * 3600, 5 * 60),
+    Window("24 h", 24 * 3600, 15 * 60),
+    Window("7 days", 7 * 86400, 2 * 3600),
+)
+DEFAULT_WINDOW = WINDOWS[2]
+
+
+def window_by_label(label: str) -> Window:
+    return next((w for w in WINDOWS if w.label == label), DEFAULT_WINDOW)
+
+
+# -- the backend (cached resources) ------------------------------------------------------------
+class Backend:
+    """One configuration's store, queue, rollout service and aggregates, and the threads that
+    talk to them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="console-db")
+        self.services: Services = self._pool.submit(self._build, settings).result()
+        self.analytics = SqliteAnalytics(settings.store_path)
+
+    @staticmethod
+    def _build(settings: Settings) -> Services:
+        services = build_services(settings)
+        prepare_store(services.store)
+        return services
+
+    def run(self, call: Callable[[], T]) -> T:
+        return self._pool.submit(call).result()
+
+    def close(self) -> None:
+        self._pool.submit(self.analytics.close).result()
+        self._pool.submit(self.services.store.close).result()
+        self._pool.shutdown(wait=True)
+
+
+def settings() -> Settings:
+    """Read on every run (cheap): tests and operators may change the environment."""
+    return Settings.from_env()
+
+
+def start(current: Settings) -> str | None:
+    """Once per process: the log set-up of the other ai-broker processes. Returns why the
+    console cannot run on this configuration, or None."""
+    if not config.get_option("global.appTest"):  # under AppTest, pytest owns the logging
+        _configure_logging(current.log_level, current.log_format)
+    if current.uses_supabase:
+        return (
+            "SUPABASE_URL is set, but the console's charts and searches are built for the "
+            "embedded SQLite store only: run the console without SUPABASE_URL."
+        )
+    return None
+
+
+@st.cache_resource(show_spinner=False)
+def _configure_logging(level: str, fmt: str) -> bool:
+    configure_logging(level, fmt, process="console")
+    return True
+
+
+def backend() -> Backend:
+    current = settings()
+    return _backend(repr(current), current)
+
+
+def _close_backend(value: Backend) -> None:
+    value.close()
+
+
+@st.cache_resource(show_spinner=False, on_release=_close_backend)
+def _backend(key: str, _settings: Settings) -> Backend:
+    log.info("opening the store at %s", _settings.store_path)
+    return Backend(_settings)
+
+
+def key() -> str:
+    """The cache key of this configuration's aggregates: every cached function takes it first,
+    so two stores (tests, a demo next to production) never share cached figures."""
+    return repr(settings())
+
+
+def _analytics() -> tuple[Backend, SqliteAnalytics]:
+    wired = backend()
+    return wired, wired.analytics
+
+
+def invalidate() -> None:
+    """After an action: drop the cached aggregates so every page shows the change."""
+    st.cache_data.clear()
+
+
+# -- status (Overview, Rollout) ----------------------------------------------------------------
+@dataclass(frozen=True)
+class QueueDepth:
+    pending: int | None  # Huey: tasks ready to run
+    scheduled: int | None  # Huey: delayed tasks (replies waiting for their delay, retries)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Status:
+    """What /api/admin/migration-status reports, for the console."""
+
+    now: float
+    rollout: RolloutState
+    description: str
+    recommendations: tuple[str, ...]
+    n8n_configured: bool
+    circuit: Circuit | None
+    health: PipelineHealth
+    guard_verdict: str | None
+    depth: QueueDepth
+    states: dict[str, int]
+    overdue: int
+    workers: tuple[WorkerStatus, ...]
+
+    @property
+    def alive_workers(self) -> tuple[WorkerStatus, ...]:
+        return tuple(w for w in self.workers if self.now - w.seen_at <= HEARTBEAT_STALE_S)
+
+    @property
+    def unsent(self) -> int:
+        return sum(self.states.get(s, 0) for s in ("queued", "waiting", "running"))
+
+
+def status() -> Status:
+    """Cached for two seconds only (the sidebar and the page share it); every action clears it,
+    so the rollout never looks stale."""
+    return _cached_status(key())
+
+
+@st.cache_data(ttl=STATUS_TTL_S, show_spinner=False)
+def _cached_status(key: str) -> Status:
+    wired = backend()
+    return wired.run(lambda: _status(wired))
+
+
+def _status(wired: Backend) -> Status:
+    services = wired.services
+    now = time.time()
+    state = services.rollout.current(fresh=True)
+    configured = services.rollout.n8n_configured
+    health = pipeline_health(services.store, window_s=state.guard.window_s, now=now)
+    try:
+        raw = services.queue.depth()
+        depth = QueueDepth(raw.get("pending"), raw.get("scheduled"))
+    except Exception as exc:  # noqa: BLE001 - the rest of the status still helps
+        log.warning("queue depth unavailable: %s", exc)
+        depth = QueueDepth(None, None, error=f"{type(exc).__name__}: {exc}")
+    return Status(
+        now=now,
+        rollout=state,
+        description=describe(state, n8n_configured=configured),
+        recommendations=tuple(recommendations(state, health, n8n_configured=configured)),
+        n8n_configured=configured,
+        circuit=services.forwarder.breaker.state() if services.forwarder else None,
+        health=health,
+        guard_verdict=guard_verdict(state.guard, health) if state.percentage > 0 else None,
+        depth=depth,
+        states=wired.analytics.state_counts(),
+        overdue=wired.analytics.overdue(now=now),
+        workers=tuple(wired.analytics.workers()),
+    )
+
+
+# -- alerts (pure) -----------------------------------------------------------------------------
+AlertLevel = Literal["critical", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class Alert:
+    level: AlertLevel
+    title: str
+    detail: str
+
+
+def alerts(current: Status, brokers: Sequence[BrokerRow] = ()) -> list[Alert]:
+    """What needs an operator now, most urgent first."""
+    found: list[Alert] = []
+    if current.guard_verdict:
+        found.append(
+            Alert(
+                "critical",
+                "The rollback guard is about to trip",
+                f"{current.guard_verdict}. The worker rolls back to n8n within seconds unless "
+                "this recovers.",
+            )
+        )
+    if not current.alive_workers:
+        if current.unsent or current.overdue:
+            found.append(
+                Alert(
+                    "critical",
+                    "No worker is alive and replies are waiting",
+                    f"{current.unsent:,} replies are queued, waiting or running and nothing "
+                    "processes them: start `ai-broker worker`.",
+                )
+            )
+        else:
+            found.append(
+                Alert(
+                    "warning",
+                    "No worker is alive",
+                    "Nothing would answer a new message: start `ai-broker worker`.",
+                )
+            )
+    if current.overdue > BACKLOG_WARNING:
+        found.append(
+            Alert(
+                "warning",
+                f"{current.overdue:,} replies are overdue",
+                "They are past their reply time by more than 30 s: add workers or raise "
+                "WORKER_CONCURRENCY before increasing traffic.",
+            )
+        )
+    if current.circuit is not None and current.circuit.position is not CircuitPosition.CLOSED:
+        found.append(
+            Alert(
+                "warning",
+                f"The n8n circuit is {current.circuit.position.value.replace('_', '-')}",
+                f"{current.circuit.consecutive_failures} forwards failed in a row: messages "
+                "meant for n8n are answered by the new pipeline until n8n recovers.",
+            )
+        )
+    if current.rollout.queue_paused:
+        found.append(
+            Alert(
+                "warning",
+                "Reply processing is paused",
+                f"Paused by {current.rollout.updated_by}. Customers get no reply from the new "
+                "pipeline until it is resumed (Jobs page).",
+            )
+        )
+    health = current.health
+    worrying = current.rollout.guard.max_failure_rate / 2
+    if health.failed >= 3 and health.failure_rate >= worrying and not current.guard_verdict:
+        found.append(
+            Alert(
+                "warning",
+                f"Failure rate {health.failure_rate:.1%} in the last "
+                f"{health.window_s / 60:.0f} min",
+                f"{health.failed} of {health.finished} replies failed: see failed jobs on the "
+                "Jobs page.",
+            )
+        )
+    full = [b for b in brokers if b.at_capacity]
+    if full:
+        names = ", ".join(b.name for b in full)
+        found.append(
+            Alert(
+                "info",
+                f"At capacity: {names}",
+                "New conversations go to the other brokers until a slot frees up.",
+            )
+        )
+    return found
+
+
+# -- charts and tiles (cached aggregates) ------------------------------------------------------
+def buckets(window: Window) -> Buckets:
+    return Buckets.ending_at(time.time(), span_s=window.span_s, size_s=window.bucket_s)
+
+
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def outcomes(key: str, window: Window) -> list[OutcomeBucket]:
+    wired, analytics = _analytics()
+    return wired.run(lambda: analytics.outcomes(buckets(window)))
+
+
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def latencies(key: str, window: Window) -> list[LatencyBucket]:
+    wired, analytics = _analytics()
+    return wired.run(lambda: analytics.latencies(buckets(window)))
+
+
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def window_stats(key: str, span_s: int) -> tuple[WindowStats, WindowStats]:
+    """This window and the one before it (for the tiles' deltas)."""
+    wired, analytics = _analytics()
+    now = time.time()
+    return wired.run(
+        lambda: (
+            analytics.window_stats(since=now - span_s, until=now),
+            analytics.window_stats(since=now - 2 * span_s, until=now - span_s),
+        )
+    )
+
+
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def traffic(key: str, window: Window) -> tuple[list[TrafficBucket], list[PercentageStep]]:
+    wired, analytics = _analytics()
+    cut = buckets(window)
+    return wired.run(lambda: (analytics.traffic(cut), analytics.percentage_steps(since=cut.start)))
+
+
+# -- brokers -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BrokerRow:
+    id: str
+    name: str
+    title: str
+    persona_type: str
+    is_active: bool
+    workload: int
+    capacity: int
+    conversations: int  # all time
+    active_conversations: int  # the bot answers them
+    handed_off: int
+    with_human: int
+    messages_handled: int  # all time
+    handoffs: int  # all time
+    replies: int  # in the window
+    window_handoffs: int
+    failures: int
+    fallbacks: int
+
+    @property
+    def load(self) -> float:
+        return self.workload / self.capacity if self.capacity else 0.0
+
+    @property
+    def at_capacity(self) -> bool:
+        return self.workload >= self.capacity
+
+    @property
+    def handoff_rate(self) -> float | None:
+        return self.handoffs / self.messages_handled if self.messages_handled else None
+
+
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def broker_rows(key: str, span_s: int) -> list[BrokerRow]:
+    wired, analytics = _analytics()
+    now = time.time()
+
+    def load() -> list[BrokerRow]:
+        brokers = wired.services.store.list_brokers()
+        activity = {
+            a.broker_id: a for a in analytics.broker_activity(since=now - span_s, until=now)
+        }
+        talks = {c.broker_id: c for c in analytics.broker_conversations()}
+        rows = []
+        for broker in brokers:
+            act, conv = activity.get(broker.id), talks.get(broker.id)
+            rows.append(
+                BrokerRow(
+                    id=broker.id,
+                    name=broker.name,
+                    title=broker.title,
+                    persona_type=broker.persona_type,
+                    is_active=broker.is_active,
+                    workload=broker.current_workload,
+                    capacity=broker.max_concurrent_chats,
+                    conversations=broker.total_conversations,
+                    active_conversations=conv.bot if conv else 0,
+                    handed_off=conv.handed_off if conv else 0,
+                    with_human=conv.human if conv else 0,
+                    messages_handled=broker.messages_handled,
+                    handoffs=broker.handoffs,
+                    replies=act.replies if act else 0,
+                    window_handoffs=act.handoffs if act else 0,
+                    failures=act.failures if act else 0,
+                    fallbacks=act.fallbacks if act else 0,
+                )
+            )
+        return rows
+
+    return wired.run(load)
+
+
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def workload_history(key: str, span_s: int) -> list[WorkloadSample]:
+    wired, analytics = _analytics()
+    since = time.time() - span_s
+    return wired.run(lambda: analytics.workload_history(since=since))
+
+
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def broker_replies(key: str, window: Window) -> list[BrokerReplies]:
+    wired, analytics = _analytics()
+    return wired.run(lambda: analytics.broker_replies(buckets(window)))
+
+
+def broker_names() -> dict[str, str]:
+    wired = backend()
+    return {b.id: b.name for b in wired.run(wired.services.store.list_brokers)}
+
+
+# -- comparisons -------------------------------------------------------------------------------
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def comparison_page(key: str, query: ComparisonFilter, page: int, size: int) -> ComparisonPage:
+    wired, analytics = _analytics()
+    return wired.run(lambda: analytics.comparisons(query, offset=(page - 1) * size, limit=size))
+
+
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def comparison_summary(key: str, query: ComparisonFilter) -> ComparisonSummary:
+    wired, analytics = _analytics()
+    return wired.run(lambda: analytics.comparison_summary(query))
+
+
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def comparison_bounds(key: str) -> tuple[float, float] | None:
+    wired, analytics = _analytics()
+    return wired.run(analytics.comparison_bounds)
+
+
+@st.cache_data(ttl=EXPORT_TTL_S, show_spinner=False)
+def comparisons_csv(key: str, query: ComparisonFilter) -> bytes:
+    wired, analytics = _analytics()
+    rows = wired.run(lambda: analytics.export_comparisons(query))
+    return comparisons_to_csv(rows)
+
+
+def comparisons_to_csv(rows: Sequence[Comparison]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "id",
+            "received_at_utc",
+            "conversation_id",
+            "broker_id",
+            "customer_message",
+            "n8n_reply",
+            "n8n_latency_ms",
+            "new_reply",
+            "new_latency_ms",
+            "new_used_fallback",
+            "similarity",
+            "verdict",
+            "verdict_note",
+            "verdict_by",
+        ]
+    )
+    for c in rows:
+        writer.writerow(
+            [
+                c.id,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c.received_at)),
+                c.conversation_id,
+                c.broker_id or "",
+                _csv_text(c.customer_message),
+                _csv_text(c.n8n_reply),
+                _round(c.n8n_latency_ms),
+                _csv_text(c.shadow_reply),
+                _round(c.shadow_latency_ms),
+                "" if c.shadow_used_fallback is None else int(c.shadow_used_fallback),
+                "" if c.similarity is None else f"{c.similarity:.4f}",
+                c.verdict.value if c.verdict else "",
+                _csv_text(c.verdict_note),
+                c.verdict_by or "",
+            ]
+        )
+    return out.getvalue().encode("utf-8")
+
+
+def set_verdict(actor: str, comparison_id: int, verdict: Verdict, note: str) -> bool:
+    wired = backend()
+    stored = wired.run(
+        lambda: wired.services.store.set_verdict(
+            comparison_id, verdict, note=note.strip()[:500], actor=actor, now=time.time()
+        )
+    )
+    if stored:
+        log.info("%s rated comparison %s %s", actor, comparison_id, verdict.value)
+    invalidate()
+    return stored
+
+
+# -- rollout -----------------------------------------------------------------------------------
+def change_rollout(actor: str, change: RolloutChange, reason: str) -> RolloutState:
+    """Raises RolloutError when the change breaks a rule (the message says why)."""
+    wired = backend()
+    state = wired.run(lambda: wired.services.rollout.change(change, actor=actor, reason=reason))
+    invalidate()
+    return state
+
+
+def rollback(actor: str, reason: str) -> RollbackResult:
+    """Raises RolloutError when there is no n8n to roll back to."""
+    wired = backend()
+    result = wired.run(lambda: wired.services.rollout.rollback(actor=actor, reason=reason))
+    invalidate()
+    return result
+
+
+def set_paused(actor: str, paused: bool, reason: str) -> RolloutState:
+    wired = backend()
+    state = wired.run(lambda: wired.services.rollout.set_paused(paused, actor=actor, reason=reason))
+    invalidate()
+    return state
+
+
+def audit_log(limit: int = 200) -> list[AuditEntry]:
+    wired = backend()
+    return wired.run(lambda: wired.services.store.audit_log(limit=limit))
+
+
+def unsent_replies() -> int:
+    wired = backend()
+    return wired.run(wired.analytics.unsent_replies)
+
+
+def audit_change(entry: AuditEntry) -> str:
+    """'25 % → 50 %, shadow on' — what an audit entry changed, in words."""
+    parts: list[str] = []
+    before, after = entry.before, entry.after
+    if before.get("percentage") != after.get("percentage"):
+        parts.append(f"{before.get('percentage')} % → {after.get('percentage')} %")
+    for name, label in (("shadow", "shadow"), ("n8n_enabled", "n8n"), ("queue_paused", "paused")):
+        if before.get(name) != after.get(name):
+            parts.append(f"{label} {'on' if after.get(name) else 'off'}")
+    if before.get("guard") != after.get("guard"):
+        parts.append("guard thresholds")
+    return ", ".join(parts) or "no change"
+
+
+# -- jobs --------------------------------------------------------------------------------------
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def search_jobs(key: str, query: JobFilter, page: int, size: int) -> JobPage:
+    wired, analytics = _analytics()
+    return wired.run(lambda: analytics.search_jobs(query, offset=(page - 1) * size, limit=size))
+
+
+@st.cache_data(ttl=EXPORT_TTL_S, show_spinner=False)
+def jobs_csv(key: str, query: JobFilter) -> bytes:
+    wired, analytics = _analytics()
+    page = wired.run(lambda: analytics.search_jobs(query, limit=JOBS_EXPORT_LIMIT))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        [
+            "id",
+            "kind",
+            "state",
+            "route",
+            "conversation_id",
+            "broker_id",
+            "attempts",
+            "received_at_utc",
+            "latency_s",
+            "message",
+            "error",
+        ]
+    )
+    for row in page.rows:
+        writer.writerow(
+            [
+                row.id,
+                row.kind,
+                row.state,
+                row.route,
+                row.conversation_id,
+                row.broker_id or "",
+                row.attempts,
+                time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row.received_at)),
+                _round(row.latency_s, 3),
+                _csv_text(row.message),
+                _csv_text(row.error),
+            ]
+        )
+    return out.getvalue().encode("utf-8")
+
+
+def job_detail(job_id: str) -> JobDetail | None:
+    wired = backend()
+    return wired.run(lambda: wired.analytics.job_detail(job_id.strip()))
+
+
+def operator_actions(target: str | None = None, limit: int = 50) -> list[OperatorAction]:
+    wired = backend()
+    return wired.run(lambda: wired.analytics.operator_actions(target=target, limit=limit))
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    ok: bool
+    message: str
+
+
+def retry_job(actor: str, job_id: str, reason: str) -> ActionResult:
+    """A failed or cancelled job back to queued with fresh attempts, and on the queue."""
+    wired = backend()
+
+    def run() -> ActionResult:
+        now = time.time()
+        job = wired.services.store.requeue_job(job_id, now=now)
+        if job is None:
+            return ActionResult(False, "Only a failed or cancelled job can be retried.")
+        wired.services.queue.enqueue_prepare(job.id)
+        wired.analytics.record_operator_action(
+            actor=actor, action="retry", target=job_id, reason=reason, now=now
+        )
+        return ActionResult(True, "Job re-queued: a worker picks it up within seconds.")
+
+    result = wired.run(run)
+    if result.ok:
+        log.warning("%s retried job %s (%s)", actor, job_id, reason)
+    invalidate()
+    return result
+
+
+def cancel_job(actor: str, job_id: str, reason: str) -> ActionResult:
+    wired = backend()
+
+    def run() -> ActionResult:
+        now = time.time()
+        cancelled = wired.services.store.cancel_job(
+            job_id, reason=f"cancelled by {actor}: {reason}", now=now
+        )
+        if not cancelled:
+            return ActionResult(False, "Only a job that has not started sending can be cancelled.")
+        wired.analytics.record_operator_action(
+            actor=actor, action="cancel", target=job_id, reason=reason, now=now
+        )
+        return ActionResult(True, "Job cancelled: its reply will not be sent.")
+
+    result = wired.run(run)
+    if result.ok:
+        log.warning("%s cancelled job %s (%s)", actor, job_id, reason)
+    invalidate()
+    return result
+
+
+def job_filter(
+    *,
+    states: Sequence[str] = (),
+    kinds: Sequence[str] = (),
+    routes: Sequence[str] = (),
+    conversation: str = "",
+    text: str = "",
+    since_s: int | None = None,
+    now: float | None = None,
+) -> JobFilter:
+    """The ledger filter from the page's inputs; a conversation that is not a number is
+    treated as search text."""
+    conversation = conversation.strip().lstrip("#")
+    conversation_id = int(conversation) if conversation.isdigit() else None
+    words = " ".join(
+        part for part in (text.strip(), "" if conversation_id else conversation) if part
+    )
+    now = time.time() if now is None else now
+    return JobFilter(
+        states=tuple(states),
+        kinds=tuple(kinds),
+        routes=tuple(routes),
+        conversation_id=conversation_id,
+        text=words or None,
+        # Rounded so the cached search is shared between reruns within the same minute.
+        since=None if since_s is None else float(int(now - since_s) // 60 * 60),
+    )
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _csv_text(value: str | None) -> str:
+    """Text for a spreadsheet: a leading = + - @ would be run as a formula by Excel."""
+    if not value:
+        return ""
+    return f"'{value}" if value[0] in "=+-@\t\r" else value
+
+
+def _round(value: float | None, digits: int = 0) -> str:
+    return "" if value is None else f"{value:.{digits}f}"

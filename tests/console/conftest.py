@@ -1,0 +1,134 @@
+"""AppTest fixtures: a small seeded store per test (copied from one seeded template), the
+console's environment, a fake n8n that accepts every forward, and a logged-in operator."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from app.store.sqlite import SqliteStore
+from console import auth
+from console.seed import SeedPlan, seed_store
+
+MAIN = Path(__file__).resolve().parents[2] / "console" / "main.py"
+PASSWORD = "console-test-password"
+OPERATOR = auth.Operator(name="Tester", email=None, method=auth.AccessMethod.PASSWORD)
+TIMEOUT_S = 30
+SMALL_DAY = SeedPlan(jobs=3_000, comparisons=300, hours=24)
+
+
+class FakeN8n:
+    """Accepts every forwarded webhook (202) and remembers the bodies."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, object]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                outer.received.append(json.loads(self.rfile.read(length) or b"{}"))
+                self.send_response(202)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"status": "ok"}')
+
+            def log_message(self, *_: object) -> None:
+                return
+
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 64  # a rollback forwards on 8 threads at once
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/webhook/chatwoot-ai-broker"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture(scope="session")
+def n8n() -> Iterator[FakeN8n]:
+    server = FakeN8n()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("seeded") / "store.db"
+    seed_store(path, SMALL_DAY)
+    return path
+
+
+@pytest.fixture
+def data_dir(
+    tmp_path: Path,
+    seeded_template: Path,
+    n8n: FakeN8n,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Path]:
+    """A fresh copy of the seeded store, and the environment the console reads."""
+    directory = tmp_path / "data"
+    directory.mkdir()
+    shutil.copy(seeded_template, directory / "store.db")
+    for name in ("CHATWOOT_BASE_URL", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATA_DIR", str(directory))
+    monkeypatch.setenv("CONSOLE_PASSWORD", PASSWORD)
+    monkeypatch.setenv("N8N_AI_BROKER_WEBHOOK_URL", n8n.url)
+    monkeypatch.setattr(auth, "FAILURE_DELAY_S", 0.0)
+    yield directory
+    # Release the cached backends (store connections, thread pools) of this test's store.
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+@pytest.fixture
+def store(data_dir: Path) -> Iterator[SqliteStore]:
+    opened = SqliteStore(data_dir / "store.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def console(data_dir: Path) -> Callable[..., AppTest]:
+    """An AppTest of the console on `page`, logged in as OPERATOR (or `operator`)."""
+
+    def open_page(page: str | None = None, *, operator: auth.Operator | None = OPERATOR) -> AppTest:
+        app = AppTest.from_file(str(MAIN), default_timeout=TIMEOUT_S)
+        if operator is not None:
+            app.session_state[auth.SESSION_KEY] = operator
+        app.run()
+        if page is not None:
+            app.switch_page(f"views/{page}.py").run()
+        return app
+
+    return open_page
+
+
+def table(app: AppTest, column: str) -> pd.DataFrame:
+    """The first table on the page that has `column`."""
+    for frame in app.dataframe:
+        value = frame.value
+        if column in value.columns:
+            return value
+    raise AssertionError(f"no table with a {column!r} column")
+
+
+def no_failures(app: AppTest) -> None:
+    """No exception and no error box on the page."""
+    assert not app.exception, [e.value for e in app.exception]
+    assert not app.error, [e.value for e in app.error]

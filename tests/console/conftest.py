@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +25,15 @@ PASSWORD = "console-test-password"
 OPERATOR = auth.Operator(name="Tester", email=None, method=auth.AccessMethod.PASSWORD)
 TIMEOUT_S = 30
 SMALL_DAY = SeedPlan(jobs=3_000, comparisons=300, hours=24)
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module() -> Iterator[None]:
+    """AppTest leaves the console script installed as `__main__`; multiprocessing's spawn start
+    method would then run the console in every child process a later test starts."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 class FakeN8n:

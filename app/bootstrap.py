@@ -18,6 +18,7 @@ from app.adapters.chatwoot import ChatwootClient
 from app.adapters.n8n import N8nClient
 from app.adapters.slack import LogNotifier, SlackNotifier
 from app.config import ConfigError, Settings, initial_rollout
+from app.counters import BufferedCounters
 from app.domain.personas import PERSONAS
 from app.forwarding import N8N_CIRCUIT, CircuitBreaker, N8nForwarder
 from app.intake import WebhookIntake
@@ -113,6 +114,7 @@ class Services:
     queue: HueyJobQueue
     webhook_auth: WebhookAuth
     intake: WebhookIntake
+    counters: BufferedCounters
     rollout: RolloutService
     forwarder: N8nForwarder | None
     chatwoot: ChatwootClient | None
@@ -155,6 +157,7 @@ def build_services(settings: Settings, *, worker: bool = False) -> Services:
 
     queue = HueyJobQueue(build_huey(settings), pipeline)
     forwarder = build_forwarder(settings, store)
+    counters = BufferedCounters(store)
     rollout = RolloutService(
         store, initial=initial_rollout(settings), forwarder=forwarder, queue=queue
     )
@@ -172,7 +175,8 @@ def build_services(settings: Settings, *, worker: bool = False) -> Services:
             token=settings.webhook_token,
             allow_unauthenticated=settings.allow_unauthenticated_webhooks,
         ),
-        intake=WebhookIntake(store, queue, rollout, forwarder),
+        intake=WebhookIntake(store, queue, rollout, forwarder, counters),
+        counters=counters,
         rollout=rollout,
         forwarder=forwarder,
         chatwoot=chatwoot,

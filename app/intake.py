@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from app.counters import BufferedCounters
 from app.domain.events import (
     EventAction,
     EventDecision,
@@ -52,9 +53,11 @@ class WebhookIntake:
         queue: JobQueue,
         rollout: RolloutService,
         forwarder: N8nForwarder | None,
+        counters: BufferedCounters,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._counters = counters
         self._store = store
         self._queue = queue
         self._rollout = rollout
@@ -72,7 +75,7 @@ class WebhookIntake:
         """Raises PayloadError for a malformed event we would act on, StoreError if not recorded."""
         decision = classify_event(payload)
         result = self._dispatch(decision, payload, raw, headers, delivery_id)
-        self._store.count(WEBHOOK_COUNTER, f"{result.status}:{result.reason}")
+        self._counters.count(WEBHOOK_COUNTER, f"{result.status}:{result.reason}")
         return result
 
     def _dispatch(

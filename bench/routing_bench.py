@@ -67,6 +67,7 @@ def webhook_latencies_ms(settings: Settings, count: int, *, percentage: int) -> 
         response = client.post("/webhooks/chatwoot", data=body, headers=headers)
         latencies.append((time.perf_counter() - started) * 1000)
         assert response.status_code == 200, response.get_data(as_text=True)
+    services.counters.flush()
     services.store.close()
     return latencies
 

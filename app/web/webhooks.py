@@ -29,7 +29,7 @@ def chatwoot_webhook() -> ResponseReturnValue:
     )
     if rejection is not None:
         log.warning("webhook rejected: %s", rejection)
-        wired.store.count(WEBHOOK_COUNTER, "rejected:unauthorized")
+        wired.counters.count(WEBHOOK_COUNTER, "rejected:unauthorized")
         return jsonify(error="unauthorized", detail=rejection), 401
     raw, payload = raw_json_body()
     try:
@@ -40,7 +40,7 @@ def chatwoot_webhook() -> ResponseReturnValue:
             delivery_id=request.headers.get("X-Chatwoot-Delivery") or None,
         )
     except PayloadError as exc:
-        wired.store.count(WEBHOOK_COUNTER, "rejected:invalid_payload")
+        wired.counters.count(WEBHOOK_COUNTER, "rejected:invalid_payload")
         return jsonify(error="invalid_payload", detail=str(exc)), 422
     body = {"status": result.status, "reason": result.reason}
     if result.job_id:

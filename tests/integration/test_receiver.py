@@ -262,3 +262,18 @@ def test_any_lead_form_body_gets_field_errors_never_a_5xx(
         assert response.is_json and "error" in response.json
         if response.status_code == 422:
             assert all({"field", "message"} <= set(e) for e in response.json["errors"])
+
+
+def test_webhook_outcomes_are_counted_in_metrics(client: FlaskClient, services) -> None:
+    _post(client, _fixture("message_created.incoming_contact.json"))
+    _post(client, _fixture("message_created.incoming_contact.json"))
+    _post(client, _fixture("message_created.private_note.json"))
+    body = json.dumps(_fixture("message_created.incoming_contact.json")).encode()
+    client.post("/webhooks/chatwoot", data=body, headers=_signed_headers(body, secret="wrong"))
+    services.counters.flush()
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'ai_broker_webhooks_total{outcome="accepted:customer_message"} 1' in metrics
+    assert 'ai_broker_webhooks_total{outcome="duplicate:message_already_received"} 1' in metrics
+    assert 'ai_broker_webhooks_total{outcome="ignored:private_note"} 1' in metrics
+    assert 'ai_broker_webhooks_total{outcome="rejected:unauthorized"} 1' in metrics
+    assert 'ai_broker_jobs{state="queued"} 1' in metrics

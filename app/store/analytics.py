@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from app.store.base import StoreError
-from app.store.models import Comparison, Verdict
+from app.store.models import Comparison
+from app.store.sqlite import comparison_from_row
 
 SAMPLE_RETENTION_S = 7 * 86400
 LIST_TEXT_CHARS = 120  # message and error excerpts in ledger lists
@@ -660,7 +661,7 @@ class SqliteAnalytics:
             f"SELECT * FROM shadow_comparisons {where} ORDER BY id DESC LIMIT ? OFFSET ?",  # noqa: S608
             (*params, limit, offset),
         )
-        return ComparisonPage(tuple(_comparison(row) for row in rows), int(total[0]["n"]))
+        return ComparisonPage(tuple(comparison_from_row(row) for row in rows), int(total[0]["n"]))
 
     def comparison_summary(self, query: ComparisonFilter) -> ComparisonSummary:
         where, params = _comparison_where(query)
@@ -695,7 +696,7 @@ class SqliteAnalytics:
             f"SELECT * FROM shadow_comparisons {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
             (*params, limit),
         )
-        return [_comparison(row) for row in rows]
+        return [comparison_from_row(row) for row in rows]
 
     def comparison_bounds(self) -> tuple[float, float] | None:
         """When the first and the last comparison arrived (the date filter's range)."""
@@ -780,27 +781,3 @@ def _comparison_where(query: ComparisonFilter) -> tuple[str, list[Any]]:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _comparison(row: sqlite3.Row) -> Comparison:
-    return Comparison(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        inbound_message_id=row["inbound_message_id"],
-        customer_message=row["customer_message"],
-        received_at=row["received_at"],
-        broker_id=row["broker_id"],
-        shadow_reply=row["shadow_reply"],
-        shadow_latency_ms=row["shadow_latency_ms"],
-        shadow_used_fallback=None
-        if row["shadow_used_fallback"] is None
-        else bool(row["shadow_used_fallback"]),
-        n8n_reply=row["n8n_reply"],
-        n8n_latency_ms=row["n8n_latency_ms"],
-        n8n_source=row["n8n_source"],
-        similarity=row["similarity"],
-        verdict=Verdict(row["verdict"]) if row["verdict"] else None,
-        verdict_note=row["verdict_note"],
-        verdict_by=row["verdict_by"],
-        verdict_at=row["verdict_at"],
-    )

@@ -858,7 +858,7 @@ class SqliteStore:
                 (reply, max(0.0, (at - row["received_at"]) * 1000), source, row["id"]),
             )
             _score(db, row["id"])
-            return _comparison(
+            return comparison_from_row(
                 db.execute("SELECT * FROM shadow_comparisons WHERE id = ?", (row["id"],)).fetchone()
             )
 
@@ -876,7 +876,7 @@ class SqliteStore:
 
     def get_comparison(self, comparison_id: int) -> Comparison | None:
         rows = self._read("SELECT * FROM shadow_comparisons WHERE id = ?", (comparison_id,))
-        return _comparison(rows[0]) if rows else None
+        return comparison_from_row(rows[0]) if rows else None
 
     def list_comparisons(
         self,
@@ -907,7 +907,7 @@ class SqliteStore:
             "ORDER BY id DESC LIMIT ?",
             [*params, limit],
         )
-        return [_comparison(row) for row in rows]
+        return [comparison_from_row(row) for row in rows]
 
     # -- circuit breakers --------------------------------------------------------------------
     def get_circuit(self, name: str) -> Circuit:
@@ -1255,7 +1255,8 @@ def _score(db: sqlite3.Connection, comparison_id: int) -> None:
         )
 
 
-def _comparison(row: sqlite3.Row) -> Comparison:
+def comparison_from_row(row: sqlite3.Row) -> Comparison:
+    """A shadow_comparisons row as a Comparison (also used by the console's analytics)."""
     return Comparison(
         id=row["id"],
         conversation_id=row["conversation_id"],

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
+import redis
 
 from app.adapters.chatwoot import ChatwootClient
 from app.adapters.n8n import N8nClient
+from app.adapters.redis_intake import RedisIntake
 from app.adapters.slack import LogNotifier, SlackNotifier
 from app.config import ConfigError, Settings, initial_rollout
 from app.counters import BufferedCounters
@@ -28,7 +30,7 @@ from app.store.base import Store
 from app.store.sqlite import SqliteStore
 from app.store.supabase import create_supabase_store
 from app.webhook_auth import WebhookAuth
-from tasks.queue import HueyJobQueue, build_huey
+from tasks.queue import HueyJobQueue, build_huey, build_redis_pool
 
 if TYPE_CHECKING:
     # Imported where used: only workers need the openai SDK (about 20 MB per process).
@@ -119,6 +121,7 @@ class Services:
     forwarder: N8nForwarder | None
     chatwoot: ChatwootClient | None
     leads: LeadIntake | None
+    intake_buffer: RedisIntake | None = None
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _pipeline: ReplyPipeline | None = None
 
@@ -155,7 +158,13 @@ def build_services(settings: Settings, *, worker: bool = False) -> Services:
         # Bound late: only a worker process ever runs a task and builds the pipeline.
         return services.pipeline()
 
-    queue = HueyJobQueue(build_huey(settings), pipeline)
+    buffer = None
+    if settings.redis_url:
+        redis_pool = build_redis_pool(settings)
+        buffer = RedisIntake(redis.Redis(connection_pool=redis_pool))
+        queue = HueyJobQueue(build_huey(settings, redis_pool), pipeline, intake_depth=buffer.depth)
+    else:
+        queue = HueyJobQueue(build_huey(settings), pipeline)
     forwarder = build_forwarder(settings, store)
     counters = BufferedCounters(store)
     rollout = RolloutService(
@@ -175,11 +184,12 @@ def build_services(settings: Settings, *, worker: bool = False) -> Services:
             token=settings.webhook_token,
             allow_unauthenticated=settings.allow_unauthenticated_webhooks,
         ),
-        intake=WebhookIntake(store, queue, rollout, forwarder, counters),
+        intake=WebhookIntake(store, queue, rollout, forwarder, counters, buffer=buffer),
         counters=counters,
         rollout=rollout,
         forwarder=forwarder,
         chatwoot=chatwoot,
         leads=leads,
+        intake_buffer=buffer,
     )
     return services

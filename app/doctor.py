@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import redis
 
+from app.adapters.redis_intake import RedisIntake
 from app.bootstrap import build_chatwoot, build_generator, build_store
 from app.config import ConfigError, Settings
 from tasks.queue import build_huey
@@ -33,6 +35,7 @@ def run_doctor(settings: Settings, *, out: Callable[[str], object] = sys.stdout.
     results = [
         _check("store", True, lambda: _store(settings)),
         _check("queue", True, lambda: _queue(settings)),
+        _check("intake", False, lambda: _intake_durability(settings)),
         _check("chatwoot", True, lambda: _chatwoot(settings)),
         _check("openai", True, lambda: _openai(settings)),
         _check("webhooks", True, lambda: _webhook_auth(settings)),
@@ -92,6 +95,41 @@ def _queue(settings: Settings) -> str:
         else f"SQLite {settings.queue_path}"
     )
     return f"{backend} ({pending} pending)"
+
+
+def _intake_durability(settings: Settings) -> str:
+    """With Redis, an accepted message lives only in Redis until a worker records it, so Redis's
+    fsync policy decides what a Redis crash can lose."""
+    if not settings.redis_url:
+        return "receivers record in the store (no REDIS_URL)"
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=CHECK_TIMEOUT_S, socket_connect_timeout=CHECK_TIMEOUT_S
+    )
+    try:
+        buffer = RedisIntake(client)
+        backlog, rejected = buffer.depth(), buffer.rejected()
+        try:
+            config = {**client.config_get("appendonly"), **client.config_get("appendfsync")}
+        except redis.ResponseError as exc:
+            raise ConfigError(
+                f"cannot read Redis's persistence settings ({exc}); make sure it runs with "
+                "appendonly yes and appendfsync always, or a Redis crash can lose up to a "
+                "second of accepted messages"
+            ) from exc
+    finally:
+        client.close()
+    where = f"{backlog} waiting, {rejected} parked"
+    if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
+        raise ConfigError(
+            f"Redis runs appendonly {config.get('appendonly')}, appendfsync "
+            f"{config.get('appendfsync')}: a Redis crash can lose accepted messages; set "
+            f"appendonly yes and appendfsync always ({where})"
+        )
+    if rejected:
+        raise ConfigError(
+            f"{rejected} message(s) parked as unreadable: see docs/runbook.md, Intake ({where})"
+        )
+    return f"Redis append-only, fsync always ({where})"
 
 
 def _chatwoot(settings: Settings) -> str:

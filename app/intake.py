@@ -1,8 +1,13 @@
 """Webhook intake: classify a Chatwoot event, route it, record it, hand it on.
 
 No call to Chatwoot or OpenAI happens here (Chatwoot waits 5 s, then gives up or hands the
-conversation to humans). The ledger write is the commitment: once it returns, the message will
-be answered even if the enqueue below fails, because the reaper re-enqueues stale queued jobs.
+conversation to humans). One durable write is the commitment:
+- with Redis (`REDIS_URL`), a customer message for the new pipeline is pushed onto the intake
+  buffer (app/adapters/redis_intake.py: dedupe and push in one Lua call); a worker records it in
+  the ledger moments later (`admit_buffered`). If Redis cannot take it, the ledger write below is
+  the commitment instead, so a Redis outage costs speed, never a message;
+- otherwise the ledger write is: once it returns, the message will be answered even if the
+  enqueue fails, because the reaper re-enqueues stale queued jobs.
 
 Routing (INTERFACE.md, Rollout): a conversation's bucket decides n8n or the new pipeline. A
 message for n8n is forwarded from here, with a short timeout behind a circuit breaker — it needs
@@ -17,7 +22,11 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
+import redis
+
+from app.adapters.redis_intake import BufferedInbound, PushOutcome
 from app.counters import BufferedCounters
 from app.domain.events import (
     EventAction,
@@ -36,6 +45,12 @@ from tasks.queue import JobQueue
 log = logging.getLogger(__name__)
 
 WEBHOOK_COUNTER = "webhooks"
+# Kept with a buffered message so a later forward to n8n carries what Chatwoot sent.
+CHATWOOT_HEADER_PREFIX = "x-chatwoot-"
+
+
+class IntakeBuffer(Protocol):
+    def push(self, entry: BufferedInbound) -> PushOutcome: ...
 
 
 @dataclass(frozen=True)
@@ -55,9 +70,11 @@ class WebhookIntake:
         forwarder: N8nForwarder | None,
         counters: BufferedCounters,
         *,
+        buffer: IntakeBuffer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters = counters
+        self._buffer = buffer
         self._store = store
         self._queue = queue
         self._rollout = rollout
@@ -109,15 +126,62 @@ class WebhookIntake:
         assert decision.message is not None
         if self._rollout.route_for(decision.message.conversation_id) is Route.N8N:
             return self._to_n8n(decision.message, raw, headers, delivery_id)
+        if self._buffer is not None:
+            return self._to_buffer(decision.message, raw, headers, delivery_id)
         return self._to_pipeline(decision.message, raw, delivery_id, reason=None)
 
+    def admit_buffered(self, entry: BufferedInbound) -> IntakeResult:
+        """Record a message a receiver buffered. The route is decided again: after a rollback
+        the message belongs to n8n, like every other unsent one."""
+        raw = entry.payload
+        message = entry.message
+        if self._forwarder is not None and (
+            self._rollout.route_for(message.conversation_id) is Route.N8N
+        ):
+            return self._to_n8n(message, raw, entry.headers, entry.delivery_id)
+        return self._to_pipeline(
+            message, raw, entry.delivery_id, reason=None, received_at=entry.received_at
+        )
+
+    def _to_buffer(
+        self,
+        message: InboundMessage,
+        raw: bytes,
+        headers: Mapping[str, str],
+        delivery_id: str | None,
+    ) -> IntakeResult:
+        assert self._buffer is not None
+        entry = BufferedInbound(
+            message=message,
+            delivery_id=delivery_id,
+            received_at=self._clock(),
+            payload=raw,
+            headers={
+                k: v for k, v in headers.items() if k.lower().startswith(CHATWOOT_HEADER_PREFIX)
+            },
+        )
+        try:
+            outcome = self._buffer.push(entry)
+        except redis.RedisError as exc:
+            log.warning("intake buffer unavailable (%s); recording in the ledger", exc)
+            return self._to_pipeline(message, raw, delivery_id, reason=None)
+        if outcome is PushOutcome.ACCEPTED:
+            return IntakeResult("accepted", "customer_message", route=Route.NEW)
+        return IntakeResult("duplicate", outcome.value)
+
     def _to_pipeline(
-        self, message: InboundMessage, raw: bytes, delivery_id: str | None, reason: str | None
+        self,
+        message: InboundMessage,
+        raw: bytes,
+        delivery_id: str | None,
+        reason: str | None,
+        *,
+        received_at: float | None = None,
     ) -> IntakeResult:
         outcome = self._store.record_inbound(
             message,
             delivery_id=delivery_id,
-            now=self._clock(),
+            now=received_at if received_at is not None else self._clock(),
             route=Route.NEW,
             route_reason=reason,
             payload=raw.decode("utf-8", errors="replace"),

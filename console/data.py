@@ -175,7 +175,7 @@ def invalidate() -> None:
 # -- status (Overview, Rollout) ----------------------------------------------------------------
 @dataclass(frozen=True)
 class QueueDepth:
-    pending: int | None  # Huey: tasks ready to run
+    pending: int | None  # Huey: tasks ready to run, plus messages waiting in the intake buffer
     scheduled: int | None  # Huey: delayed tasks (replies waiting for their delay, retries)
     error: str | None = None
 
@@ -226,7 +226,8 @@ def _status(wired: Backend) -> Status:
     health = pipeline_health(services.store, window_s=state.guard.window_s, now=now)
     try:
         raw = services.queue.depth()
-        depth = QueueDepth(raw.get("pending"), raw.get("scheduled"))
+        # Messages a receiver buffered in Redis are waiting for a worker just like ready tasks.
+        depth = QueueDepth(raw["pending"] + raw.get("intake", 0), raw.get("scheduled"))
     except Exception as exc:  # noqa: BLE001 - the rest of the status still helps
         log.warning("queue depth unavailable: %s", exc)
         depth = QueueDepth(None, None, error=f"{type(exc).__name__}: {exc}")

@@ -40,15 +40,21 @@ class JobRunner(Protocol):
     def respond(self, job_id: str) -> None: ...
 
 
-def build_huey(settings: Settings) -> Huey:
+def build_redis_pool(settings: Settings) -> redis.ConnectionPool:
+    """The one Redis pool of a process, shared by Huey and the intake buffer."""
+    assert settings.redis_url
+    # redis-py's pool defaults to 100 connections; every greenlet may hold one.
+    return redis.ConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.worker_concurrency + 16,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+    )
+
+
+def build_huey(settings: Settings, pool: redis.ConnectionPool | None = None) -> Huey:
     if settings.redis_url:
-        # redis-py's pool defaults to 100 connections; every greenlet may hold one.
-        pool = redis.ConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=settings.worker_concurrency + 16,
-            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
-            health_check_interval=30,
-        )
+        pool = pool or build_redis_pool(settings)
         return RedisHuey(QUEUE_NAME, connection_pool=pool, results=False, utc=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return EmbeddedHuey(
@@ -77,8 +83,15 @@ class EmbeddedHuey(SqliteHuey):
 class HueyJobQueue:
     """Registers the pipeline's tasks on a Huey instance and enqueues them."""
 
-    def __init__(self, huey: Huey, runner: Callable[[], JobRunner]) -> None:
+    def __init__(
+        self,
+        huey: Huey,
+        runner: Callable[[], JobRunner],
+        *,
+        intake_depth: Callable[[], int] | None = None,
+    ) -> None:
         self.huey = huey
+        self._intake_depth = intake_depth
 
         @huey.task(name="prepare_job")
         def prepare_job(job_id: str) -> None:
@@ -98,10 +111,15 @@ class HueyJobQueue:
         self._enqueue(self._respond, job_id, at)
 
     def depth(self) -> dict[str, int]:
-        return {
+        """Tasks ready and scheduled, and (with Redis) messages accepted by a receiver that no
+        worker has recorded yet."""
+        depth = {
             "pending": self.huey.pending_count(),
             "scheduled": self.huey.scheduled_count(),
         }
+        if self._intake_depth is not None:
+            depth["intake"] = self._intake_depth()
+        return depth
 
     @staticmethod
     def _enqueue(task: Callable[..., object], job_id: str, at: float | None) -> None:

@@ -3,7 +3,8 @@
 The maintenance loop (every 2 s) writes this process's heartbeat and runs the reaper, which
 re-enqueues ledger jobs whose Huey task was lost (a killed worker, a failed enqueue), and every
 5 s the automatic rollback guard. Huey's own periodic tasks have minute granularity, too coarse
-for any of them.
+for any of them. With Redis, an intake drainer records the messages receivers buffered
+(tasks/intake_drain.py).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import os
 import socket
 import threading
 import time
+import uuid
 
 from app.bootstrap import Services, build_notifier, build_services, prepare_store
 from app.config import Settings
 from app.guard import RolloutGuard
 from app.store.analytics import SqliteAnalytics
 from app.store.models import ReapAction, WorkerHeartbeat
+from tasks.intake_drain import IntakeDrainer
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,17 @@ def run_worker(settings: Settings) -> None:
     threading.Thread(
         target=maintenance.run_forever, args=(stop,), name="maintenance", daemon=True
     ).start()
+    drainer_thread = None
+    if services.intake_buffer is not None:
+        drainer = IntakeDrainer(
+            services.intake_buffer,
+            services.intake.admit_buffered,
+            consumer=f"{services.worker_id}:{uuid.uuid4().hex[:6]}",
+        )
+        drainer_thread = threading.Thread(
+            target=drainer.run_until, args=(stop,), name="intake", daemon=True
+        )
+        drainer_thread.start()
     log.info(
         "worker %s: %d greenlets on %s",
         services.worker_id,
@@ -124,6 +138,9 @@ def run_worker(settings: Settings) -> None:
         consumer.run()
     finally:
         stop.set()
+        if drainer_thread is not None:
+            # The drainer finishes the batch it holds (a blocking pop ends within 1 s).
+            drainer_thread.join(timeout=SHUTDOWN_TIMEOUT_S)
         _hand_back(services)
 
 

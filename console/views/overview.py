@@ -34,7 +34,8 @@ def live() -> None:
             widgets.count(current.depth.pending),
             border=True,
             height="stretch",
-            help="Huey tasks waiting for a free worker greenlet.",
+            help="Huey tasks waiting for a free worker greenlet, and (with Redis) messages a "
+            "receiver accepted that no worker has recorded yet.",
         )
         st.metric(
             "Scheduled",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.llm import LLMSandbox
@@ -105,6 +106,19 @@ def test_doctor_checks_redis_and_supabase(production: tuple[RunningSystem, Supab
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^\[ok  \] store\s+Supabase .*functions ok", result.stdout, re.MULTILINE)
     assert re.search(r"^\[ok  \] queue\s+Redis redis://127\.0\.0\.1:\d+/0", result.stdout, re.M)
+    assert re.search(r"^\[ok  \] intake\s+Redis append-only, fsync always", result.stdout, re.M)
+
+    # Redis's default policy (fsync once a second) can lose a second of accepted messages.
+    own_redis = redis.Redis.from_url(system.env["REDIS_URL"])
+    own_redis.config_set("appendfsync", "everysec")
+    try:
+        relaxed = _cli(["doctor"], system.env)
+    finally:
+        own_redis.config_set("appendfsync", "always")
+        own_redis.close()
+    assert relaxed.returncode == 0
+    warning = r"^\[warn\] intake\s+Redis runs appendonly yes, appendfsync everysec: a Redis crash"
+    assert re.search(warning, relaxed.stdout, re.M), relaxed.stdout
 
     broken = _cli(["doctor"], {**system.env, "SUPABASE_SERVICE_ROLE_KEY": "not-the-key"})
     assert broken.returncode == 1

@@ -1,0 +1,239 @@
+"""The intake buffer on Redis: where receivers commit customer messages when `REDIS_URL` is set.
+
+With Redis configured the receiver's one write is a single Lua call: dedupe on Chatwoot's message
+id and on `X-Chatwoot-Delivery` (`SET NX` with a day's expiry) and `LPUSH` the message onto the
+intake list. Workers move entries to a claim list of their own (`BLMOVE`, Redis's reliable-queue
+pattern), record them in the ledger, and delete the claim list only once every entry in it is
+recorded. A worker that dies holding a claim stops refreshing its liveness key; any other worker
+then moves the claimed entries back onto the intake list. Recording is idempotent (the ledger
+dedupes on message id), so an entry recorded twice after a crash still makes one job.
+
+Durability is Redis's: run it with `appendonly yes` and `appendfsync always` (docs/deployment.md;
+`ai-broker doctor` checks). All keys share the `{intake}` hash tag, so the script's keys live in one
+slot on a Redis Cluster too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from app.domain.events import InboundMessage
+
+log = logging.getLogger(__name__)
+
+DEDUPE_TTL_S = 86_400
+# A claim whose owner has not been seen for this long is taken back (the owner refreshes it at
+# least every blocking-pop timeout, 1 s).
+CLAIM_LIVENESS_S = 10
+ENTRY_VERSION = 1
+
+# KEYS: message-id key, delivery-id key (or ""), intake list. ARGV: ttl, entry.
+_PUSH = """
+if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return 'delivery_already_received'
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 'message_already_received'
+end
+redis.call('SET', KEYS[1], '1', 'EX', ARGV[1])
+if KEYS[2] ~= '' then
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[1])
+end
+redis.call('LPUSH', KEYS[3], ARGV[2])
+return 'accepted'
+"""
+
+
+class PushOutcome(StrEnum):
+    ACCEPTED = "accepted"
+    DELIVERY_ALREADY_RECEIVED = "delivery_already_received"
+    MESSAGE_ALREADY_RECEIVED = "message_already_received"
+
+
+@dataclass(frozen=True)
+class BufferedInbound:
+    """A customer message accepted by a receiver and not yet in the ledger. `headers` are the
+    `X-Chatwoot-*` headers, kept so a message re-routed to n8n is forwarded as Chatwoot sent it."""
+
+    message: InboundMessage
+    delivery_id: str | None
+    received_at: float
+    payload: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """A one-line JSON header, a newline, then the webhook body as received: the body is
+        not escaped into the JSON, which would cost more than everything else the receiver
+        does with it."""
+        header = {
+            "v": ENTRY_VERSION,
+            "message": self.message.__dict__,
+            "delivery_id": self.delivery_id,
+            "received_at": self.received_at,
+            "headers": dict(self.headers),
+        }
+        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.payload
+
+    @classmethod
+    def decode(cls, raw: bytes) -> BufferedInbound:
+        """Raises ValueError for an entry this version cannot read."""
+        head, newline, payload = raw.partition(b"\n")
+        try:
+            data: dict[str, Any] = json.loads(head)
+            if data.get("v") != ENTRY_VERSION or not newline:
+                raise ValueError(f"intake entry version {data.get('v')!r}")
+            return cls(
+                message=InboundMessage(**data["message"]),
+                delivery_id=data["delivery_id"],
+                received_at=float(data["received_at"]),
+                payload=payload,
+                headers=data.get("headers") or {},
+            )
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"unreadable intake entry: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """One claimed entry: its raw form (to remove it) and, when readable, the message."""
+
+    raw: bytes
+    entry: BufferedInbound | None
+    error: str | None = None
+
+
+class RedisIntake:
+    def __init__(self, client: redis.Redis, *, namespace: str = "ai-broker") -> None:
+        self._redis = client
+        self._prefix = f"{namespace}:{{intake}}"
+        self._push = client.register_script(_PUSH)
+
+    # -- keys --------------------------------------------------------------------------------
+    @property
+    def pending_key(self) -> str:
+        return f"{self._prefix}:pending"
+
+    @property
+    def rejected_key(self) -> str:
+        return f"{self._prefix}:rejected"
+
+    def _claim_key(self, consumer: str) -> str:
+        return f"{self._prefix}:claimed:{consumer}"
+
+    def _alive_key(self, consumer: str) -> str:
+        return f"{self._prefix}:alive:{consumer}"
+
+    # -- receiver side -------------------------------------------------------------------------
+    def push(self, entry: BufferedInbound) -> PushOutcome:
+        """Dedupe and enqueue atomically. Raises redis.RedisError when Redis cannot take it."""
+        message_key = f"{self._prefix}:seen:message:{entry.message.message_id}"
+        delivery_key = ""
+        if entry.delivery_id:
+            delivery_key = f"{self._prefix}:seen:delivery:{entry.delivery_id}"
+        outcome = self._push(
+            keys=[message_key, delivery_key, self.pending_key],
+            args=[DEDUPE_TTL_S, entry.encode()],
+        )
+        return PushOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
+
+    # -- worker side ---------------------------------------------------------------------------
+    def claim(self, consumer: str, *, limit: int, block_s: float) -> list[Claimed]:
+        """Entries this consumer still holds from an earlier pass, or else up to `limit` new ones
+        (waiting up to `block_s` for the first)."""
+        self.keep_alive(consumer)
+        held = self.held(consumer)
+        if held:
+            return held
+        claim_key = self._claim_key(consumer)
+        # Redis takes a fractional timeout; redis-py's stubs say int.
+        first = self._redis.blmove(
+            self.pending_key,
+            claim_key,
+            block_s,  # type: ignore[arg-type]
+            "RIGHT",
+            "LEFT",
+        )
+        if first is None:
+            return []
+        raws = [first]
+        if limit > 1:
+            pipe = self._redis.pipeline(transaction=False)
+            for _ in range(limit - 1):
+                pipe.lmove(self.pending_key, claim_key, "RIGHT", "LEFT")
+            raws += [raw for raw in pipe.execute() if raw is not None]
+        return [_claimed(raw) for raw in raws]
+
+    def held(self, consumer: str) -> list[Claimed]:
+        raws = self._redis.lrange(self._claim_key(consumer), 0, -1)
+        return [_claimed(raw) for raw in reversed(raws)]
+
+    def release(self, consumer: str) -> None:
+        """Every entry of this consumer's claim is in the ledger: drop the claim."""
+        self._redis.delete(self._claim_key(consumer))
+
+    def reject(self, consumer: str, claimed: Claimed) -> None:
+        """Park an entry no version of this worker can read, for an operator to look at."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.lpush(self.rejected_key, claimed.raw)
+        pipe.lrem(self._claim_key(consumer), 1, claimed.raw)  # type: ignore[arg-type]
+        pipe.execute()
+
+    def keep_alive(self, consumer: str) -> None:
+        self._redis.set(self._alive_key(consumer), "1", ex=CLAIM_LIVENESS_S)
+
+    def retire(self, consumer: str) -> None:
+        """A clean shutdown: give back what is still claimed and stop being alive."""
+        self._give_back(consumer)
+        self._redis.delete(self._alive_key(consumer))
+
+    def recover_orphans(self) -> int:
+        """Move the claims of consumers no longer alive back onto the intake list."""
+        moved = 0
+        prefix = f"{self._prefix}:claimed:"
+        for key in self._redis.scan_iter(match=f"{_glob_escape(prefix)}*", count=100):
+            consumer = key.decode()[len(prefix) :]
+            if self._redis.exists(self._alive_key(consumer)):
+                continue
+            returned = self._give_back(consumer)
+            if returned:
+                log.warning(
+                    "intake: %d message(s) claimed by %s, which stopped, returned to the queue",
+                    returned,
+                    consumer,
+                )
+            moved += returned
+        return moved
+
+    def _give_back(self, consumer: str) -> int:
+        moved = 0
+        # One atomic move per entry, so two workers recovering the same claim never copy one;
+        # newest first onto the popping end, so the oldest is taken again first.
+        while self._redis.lmove(self._claim_key(consumer), self.pending_key, "LEFT", "RIGHT"):
+            moved += 1
+        return moved
+
+    def depth(self) -> int:
+        """Messages accepted by a receiver and not yet taken by a worker."""
+        return int(self._redis.llen(self.pending_key))
+
+    def rejected(self) -> int:
+        return int(self._redis.llen(self.rejected_key))
+
+
+def _claimed(raw: bytes | str) -> Claimed:
+    raw = raw.encode() if isinstance(raw, str) else raw
+    try:
+        return Claimed(raw, BufferedInbound.decode(raw))
+    except ValueError as exc:
+        return Claimed(raw, None, str(exc))
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import redis
 
-from app.adapters.redis_intake import BufferedInbound, Claimed, RedisIntake
+from app.adapters.redis_intake import KEEP_ALIVE_EVERY_S, BufferedInbound, Claimed, RedisIntake
 from app.intake import IntakeResult
 from app.store.base import StoreError
 
@@ -43,19 +43,34 @@ class IntakeDrainer:
         self._consumer = consumer
         self._clock = clock
         self._last_recovery = float("-inf")
+        self._last_alive = float("-inf")
+        # After a failed pass the claim still holds entries: finish those before taking more.
+        self._holding = False
 
     def drain_once(self, *, block_s: float = BLOCK_S) -> int:
         """One pass: recover orphaned claims when due, then record one batch. Returns how many
-        entries were recorded. Raises on a store or Redis failure, keeping the claim."""
+        entries were handled. Raises on a store or Redis failure, keeping the claim."""
+        self._keep_alive()
         if self._clock() - self._last_recovery >= RECOVER_EVERY_S:
             self._last_recovery = self._clock()
             self._buffer.recover_orphans()
-        claimed = self._buffer.claim(self._consumer, limit=BATCH, block_s=block_s)
+        if self._holding:
+            claimed = self._buffer.held(self._consumer)
+        else:
+            claimed = self._buffer.claim(self._consumer, limit=BATCH, block_s=block_s)
+        self._holding = bool(claimed)
         for item in claimed:
+            self._keep_alive()
             self._record(item)
         if claimed:
             self._buffer.release(self._consumer)
+        self._holding = False
         return len(claimed)
+
+    def _keep_alive(self) -> None:
+        if self._clock() - self._last_alive >= KEEP_ALIVE_EVERY_S:
+            self._buffer.keep_alive(self._consumer)
+            self._last_alive = self._clock()
 
     def run_until(self, stop: threading.Event) -> None:
         while not stop.is_set():

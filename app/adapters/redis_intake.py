@@ -29,9 +29,10 @@ from app.domain.events import InboundMessage
 log = logging.getLogger(__name__)
 
 DEDUPE_TTL_S = 86_400
-# A claim whose owner has not been seen for this long is taken back (the owner refreshes it at
-# least every blocking-pop timeout, 1 s).
+# A claim whose owner has not been seen for this long is taken back; the owner refreshes its
+# liveness every KEEP_ALIVE_EVERY_S.
 CLAIM_LIVENESS_S = 10
+KEEP_ALIVE_EVERY_S = 2.0
 ENTRY_VERSION = 1
 
 # KEYS: message-id key, delivery-id key (or ""), intake list. ARGV: ttl, entry.
@@ -48,6 +49,18 @@ if KEYS[2] ~= '' then
 end
 redis.call('LPUSH', KEYS[3], ARGV[2])
 return 'accepted'
+"""
+
+
+# KEYS: intake list, claim list. ARGV: how many at most.
+_CLAIM = """
+local moved = {}
+for i = 1, tonumber(ARGV[1]) do
+  local entry = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not entry then break end
+  moved[i] = entry
+end
+return moved
 """
 
 
@@ -114,6 +127,7 @@ class RedisIntake:
         self._redis = client
         self._prefix = f"{namespace}:{{intake}}"
         self._push = client.register_script(_PUSH)
+        self._claim = client.register_script(_CLAIM)
 
     # -- keys --------------------------------------------------------------------------------
     @property
@@ -145,32 +159,24 @@ class RedisIntake:
 
     # -- worker side ---------------------------------------------------------------------------
     def claim(self, consumer: str, *, limit: int, block_s: float) -> list[Claimed]:
-        """Entries this consumer still holds from an earlier pass, or else up to `limit` new ones
-        (waiting up to `block_s` for the first)."""
-        self.keep_alive(consumer)
-        held = self.held(consumer)
-        if held:
-            return held
+        """Move up to `limit` entries, oldest first, onto this consumer's claim; when there are
+        none, wait up to `block_s` for one. Two round trips when idle, one under load."""
         claim_key = self._claim_key(consumer)
-        # Redis takes a fractional timeout; redis-py's stubs say int.
-        first = self._redis.blmove(
-            self.pending_key,
-            claim_key,
-            block_s,  # type: ignore[arg-type]
-            "RIGHT",
-            "LEFT",
-        )
-        if first is None:
-            return []
-        raws = [first]
-        if limit > 1:
-            pipe = self._redis.pipeline(transaction=False)
-            for _ in range(limit - 1):
-                pipe.lmove(self.pending_key, claim_key, "RIGHT", "LEFT")
-            raws += [raw for raw in pipe.execute() if raw is not None]
+        raws = self._claim(keys=[self.pending_key, claim_key], args=[limit])
+        if not raws:
+            # Redis takes a fractional timeout; redis-py's stubs say int.
+            first = self._redis.blmove(
+                self.pending_key,
+                claim_key,
+                block_s,  # type: ignore[arg-type]
+                "RIGHT",
+                "LEFT",
+            )
+            raws = [] if first is None else [first]
         return [_claimed(raw) for raw in raws]
 
     def held(self, consumer: str) -> list[Claimed]:
+        """What this consumer claimed and has not released, oldest first."""
         raws = self._redis.lrange(self._claim_key(consumer), 0, -1)
         return [_claimed(raw) for raw in reversed(raws)]
 

@@ -107,10 +107,10 @@ def test_claim_returns_entries_oldest_first_and_holds_them_until_released(
     claimed = buffer.claim("w1", limit=3, block_s=0.1)
     assert [c.entry for c in claimed] == pushed[:3]
     assert buffer.depth() == 2
-    # Not released (a failure part-way): the next pass gets the same entries again.
-    again = buffer.claim("w1", limit=3, block_s=0.1)
-    assert [c.entry for c in again] == pushed[:3]
+    # Not released (a failure part-way): the claim still holds them, oldest first.
+    assert [c.entry for c in buffer.held("w1")] == pushed[:3]
     buffer.release("w1")
+    assert buffer.held("w1") == []
     rest = buffer.claim("w1", limit=10, block_s=0.1)
     assert [c.entry for c in rest] == pushed[3:]
     buffer.release("w1")
@@ -123,8 +123,11 @@ def test_a_dead_consumers_claim_goes_back_but_a_live_ones_stays(
     pushed = [entry() for _ in range(4)]
     for item in pushed:
         buffer.push(item)
+    for consumer in ("alive", "dead"):
+        buffer.keep_alive(consumer)
     buffer.claim("alive", limit=1, block_s=0.1)
     buffer.claim("dead", limit=3, block_s=0.1)
+    assert 0 < client_redis.ttl("test:{intake}:alive:dead") <= 10
     client_redis.delete("test:{intake}:alive:dead")  # what its expiry does after 10 s
     assert buffer.recover_orphans() == 3
     assert buffer.recover_orphans() == 0

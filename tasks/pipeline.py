@@ -96,6 +96,8 @@ class ReplyPipeline:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
+        # When each job this process is running last took or renewed its lease (by job id).
+        self._lease_taken_at: dict[str, float] = {}
 
     # -- prepare -----------------------------------------------------------------------------
     def prepare(self, job_id: str) -> None:
@@ -170,12 +172,13 @@ class ReplyPipeline:
     def respond(self, job_id: str) -> None:
         if self._paused():
             return
+        now = self._clock()
         claim = self._store.claim_job(
             job_id,
             owner=self._worker_id,
             lease_s=self._settings.lease_s,
             coalesce_window_s=self._settings.coalesce_window_s,
-            now=self._clock(),
+            now=now,
         )
         if claim.status is ClaimStatus.DEFERRED:
             log.info("job=%s merged into a newer message of the burst", job_id)
@@ -186,8 +189,12 @@ class ReplyPipeline:
         if claim.status is not ClaimStatus.CLAIMED or claim.job is None:
             return
         job = claim.job
-        with LeaseKeeper(job.id, lambda: self._renewed(job), interval_s=self._settings.lease_s / 3):
-            self._run_claimed(job, claim.batch)
+        self._lease_taken_at[job.id] = now
+        try:
+            with LeaseKeeper(job.id, lambda: self._renewed(job), interval_s=self._renew_every_s):
+                self._run_claimed(job, claim.batch)
+        finally:
+            self._lease_taken_at.pop(job.id, None)
 
     def _run_claimed(self, job: ReplyJob, batch: Sequence[ReplyJob]) -> None:
         try:
@@ -463,12 +470,30 @@ class ReplyPipeline:
             raise StoreError(f"conversation {job.conversation_id} has no broker assignment")
         return conversation
 
+    @property
+    def _renew_every_s(self) -> float:
+        return self._settings.lease_s / 3
+
     def _renewed(self, job: ReplyJob) -> bool:
-        return self._store.renew_lease(
-            job.id, owner=self._worker_id, lease_s=self._settings.lease_s, now=self._clock()
+        now = self._clock()
+        renewed = self._store.renew_lease(
+            job.id, owner=self._worker_id, lease_s=self._settings.lease_s, now=now
         )
+        if renewed and job.id in self._lease_taken_at:
+            self._lease_taken_at[job.id] = now
+        return renewed
 
     def _renew(self, job: ReplyJob) -> None:
+        """Make sure the lease outlasts the next long step (the LLM call, a send-slot wait).
+
+        A lease taken or renewed less than a third of its length ago still has two thirds left,
+        and the LeaseKeeper renews it on the same schedule, so the write is skipped then: with no
+        human-like delay that is every reply, and each skip saves a store transaction. Losing the
+        job meanwhile is still caught before anything is sent (`begin_send`) or recorded
+        (`_finish`)."""
+        taken_at = self._lease_taken_at.get(job.id)
+        if taken_at is not None and self._clock() - taken_at < self._renew_every_s:
+            return
         if not self._renewed(job):
             raise LeaseLost(job.id)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import itertools
-import json
 import logging
 import re
 import secrets
@@ -301,9 +300,8 @@ class ChatwootSandbox(SandboxServer):
         if not targets:
             return
         body = encode_webhook_body(payload)
-        recorded = json.loads(body)
         for webhook in targets:
-            self._dispatcher.enqueue(webhook, event, body, recorded)
+            self._dispatcher.enqueue(webhook, event, body, payload)
 
     def _create_contact(self, params: dict[str, Any]) -> Contact:
         email = params.get("email") or None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import queue
 import threading
@@ -12,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from app.sandbox.chatwoot.records import Webhook
+from app.sandbox.chatwoot.webhook_http import WebhookHttp, WebhookHttpError
 from app.sandbox.chatwoot.wire import iso, webhook_headers
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,6 @@ class WebhookDelivery:
     webhook: Webhook
     event: str
     body: bytes
-    payload: dict[str, Any]
     delivery_id: str
     generation: int
     conversation_id: int | None
@@ -66,11 +65,13 @@ class WebhookDispatcher:
         self._generation = 0
         self._retry_timers: dict[int, threading.Timer] = {}
         self._timer_ids = itertools.count(1)
-        self._client: httpx.Client | None = None
         self._workers: list[threading.Thread] = []
 
     def enqueue(self, webhook: Webhook, event: str, body: bytes, payload: dict[str, Any]) -> None:
-        """Queue one delivery; returns at once (the API answers before the webhook is sent)."""
+        """Queue one delivery; returns at once (the API answers before the webhook is sent).
+
+        `payload` is the event `body` encodes; it is only read here, never kept.
+        """
         conversation_id, message_id = _delivery_subjects(event, payload)
         with self._cond:
             self._start_workers()
@@ -78,7 +79,6 @@ class WebhookDispatcher:
                 webhook=webhook,
                 event=event,
                 body=body,
-                payload=payload,
                 delivery_id=str(uuid.uuid4()),
                 generation=self._generation,
                 conversation_id=conversation_id,
@@ -88,8 +88,11 @@ class WebhookDispatcher:
         self._queue.put(delivery)
 
     def records(self) -> list[dict[str, Any]]:
+        """Every attempt; `payload` is the body sent, decoded afresh for each caller."""
         with self._cond:
-            return [dict(record) for record in self._records]
+            records = list(self._records)
+        # Decoded here rather than on every delivery: most runs never read their records.
+        return [record | {"payload": json.loads(record["payload"])} for record in records]
 
     def wait_idle(self, timeout_s: float) -> bool:
         """Block until nothing is queued, in flight or waiting to be retried."""
@@ -107,16 +110,13 @@ class WebhookDispatcher:
         with self._cond:
             self._drop_pending()
             workers, self._workers = self._workers, []
-            client, self._client = self._client, None
         for _ in workers:
             self._queue.put(None)
+        # A worker still waiting on a slow receiver is a daemon and will drop its result as stale;
+        # each worker closes its own connections when it stops.
         deadline = time.monotonic() + CLOSE_WAIT_S
         for worker in workers:
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
-        # A worker still waiting on a slow receiver keeps using the client; it is a daemon and
-        # will drop its result as stale, so leave the client to it rather than break its request.
-        if client is not None and not any(worker.is_alive() for worker in workers):
-            client.close()
 
     def _drop_pending(self) -> None:
         """Make queued and in-flight deliveries stale and cancel retries (caller holds _cond)."""
@@ -130,9 +130,6 @@ class WebhookDispatcher:
     def _start_workers(self) -> None:
         if self._workers:
             return
-        self._client = httpx.Client(
-            timeout=self._timeout_s, follow_redirects=True, max_redirects=10
-        )
         self._workers = [
             threading.Thread(target=self._work, name=f"chatwoot-webhooks-{n}", daemon=True)
             for n in range(self._worker_count)
@@ -141,27 +138,30 @@ class WebhookDispatcher:
             worker.start()
 
     def _work(self) -> None:
-        while (delivery := self._queue.get()) is not None:
-            retrying = False
-            try:
-                retrying = self._attempt(delivery)
-            except Exception:
-                logger.exception("webhook delivery %s crashed", delivery.delivery_id)
-            finally:
-                if not retrying:
-                    self._finish()
+        transport = WebhookHttp(self._timeout_s)
+        try:
+            while (delivery := self._queue.get()) is not None:
+                retrying = False
+                try:
+                    retrying = self._attempt(delivery, transport)
+                except Exception:
+                    logger.exception("webhook delivery %s crashed", delivery.delivery_id)
+                finally:
+                    if not retrying:
+                        self._finish()
+        finally:
+            transport.close()
 
     def _finish(self) -> None:
         with self._cond:
             self._outstanding -= 1
             self._cond.notify_all()
 
-    def _attempt(self, delivery: WebhookDelivery) -> bool:
+    def _attempt(self, delivery: WebhookDelivery, transport: WebhookHttp) -> bool:
         """Try one delivery; True when a retry was scheduled (the delivery is not finished)."""
         with self._cond:
-            client = self._client if delivery.generation == self._generation else None
-        if client is None:
-            return False
+            if delivery.generation != self._generation:
+                return False
         timestamp = int(time.time())
         headers = webhook_headers(
             delivery.delivery_id, delivery.body, delivery.webhook.secret, timestamp
@@ -170,10 +170,8 @@ class WebhookDispatcher:
         status: int | None = None
         error: str | None = None
         try:
-            status = client.post(
-                delivery.webhook.url, content=delivery.body, headers=headers
-            ).status_code
-        except httpx.HTTPError as exc:
+            status = transport.post(delivery.webhook.url, delivery.body, headers)
+        except (OSError, WebhookHttpError) as exc:
             error = f"{type(exc).__name__}: {exc}"
         self._record(delivery, status, error, (time.monotonic() - started) * 1000)
         if status is not None and 200 <= status < 300:
@@ -211,7 +209,7 @@ class WebhookDispatcher:
             "at": iso(time.time()),
             "conversation_id": delivery.conversation_id,
             "message_id": delivery.message_id,
-            "payload": delivery.payload,
+            "payload": delivery.body,
         }
         with self._cond:
             if delivery.generation == self._generation:

@@ -160,15 +160,31 @@ class Bench:
         return [j for j in jobs if j.conversation_id in wanted and j.kind is JobKind.REPLY]
 
     def groups(self) -> list[ProcessGroup]:
+        first, *others = (
+            process.pid
+            for name, process in self.system.processes.items()
+            if name.startswith("worker")
+        )
         return [
-            ProcessGroup("worker", self.system.processes["worker"].pid),
+            WorkerProcesses("worker", first, others=tuple(others)),
             ProcessGroup("receiver", self.system.processes["web"].pid, with_children=True),
         ]
 
 
+@dataclass
+class WorkerProcesses(ProcessGroup):
+    """Every worker process, counted as one role."""
+
+    others: tuple[int, ...] = ()
+
+    def refresh(self) -> None:
+        super().refresh()
+        self.pids += self.others
+
+
 @contextmanager
 def running_system(
-    workdir: Path, name: str, *, llm_latency_ms: float, **env: str
+    workdir: Path, name: str, *, llm_latency_ms: float, workers: int = 1, **env: str
 ) -> Iterator[Bench]:
     data_dir = workdir / name
     data_dir.mkdir(parents=True)
@@ -182,6 +198,8 @@ def running_system(
             env=system_env(data_dir, port, chatwoot, llm, **env),
         )
         system.start("web", "worker")
+        for n in range(2, workers + 1):
+            system.start_as(f"worker-{n}", "worker")
         try:
             system.wait_ready(timeout=60)
             log(f"{name}: web and worker ready on {system.url} ({_env_summary(env)})")

@@ -30,11 +30,12 @@ Redis's and managed Redis's default, so the minimal endpoint is as fast as it ca
    contact.json, compact as Chatwoot sends it, with unique message and conversation ids per
    request: about 3.1 KB, the size is printed) at concurrency 16 and 64, for a fixed time after
    a warm-up. No worker runs during this phase (the minimal endpoint has no consumer either);
-   after each server the Redis queue length and the ledger row count are checked against the
-   requests acknowledged.
-2. Webhook-to-reply overhead on Redis: `ai-broker web` (WEB_CONCURRENCY=2) and `ai-broker
-   worker` (WORKER_CONCURRENCY=64, QUEUE_RATE_LIMIT=1000, RESPONSE_DELAY_SCALE=0, LLM sandbox
-   latency 0) with the Chatwoot and LLM sandboxes in this process; customer messages created in
+   after each server the Redis lists (the intake buffer, Huey's queue) and the ledger are
+   checked against the requests acknowledged.
+2. Webhook-to-reply overhead on Redis: `ai-broker web` (WEB_CONCURRENCY=2) and two `ai-broker
+   worker` processes (one gevent process uses at most one core; each WORKER_CONCURRENCY=64,
+   QUEUE_RATE_LIMIT=1000, RESPONSE_DELAY_SCALE=0, LLM sandbox latency 0) with the Chatwoot and
+   LLM sandboxes in this process; customer messages created in
    the Chatwoot sandbox at 100/s, which sends the signed webhook as Chatwoot does. Measured and
    split exactly as bench/pipeline_bench.py's overhead section (its `measure_overhead`: the
    sandbox's clock for message -> reply, the ledger's timestamps for the split). SQLite store
@@ -112,6 +113,7 @@ RESULTS_DIR = REPO / "bench" / "results"
 BACKENDS = ("minimal", "sqlite", "supabase")
 CONCURRENCY = (16, 64)
 E2E_WORKER_CONCURRENCY = 64
+E2E_WORKERS = 1
 E2E_QUEUE_RATE_LIMIT = "1000"
 POSTGREST_POOL = 10  # PostgREST's own default db-pool
 # Bodies written per load level: enough for `duration_s` at this rate (the run stops earlier
@@ -681,7 +683,7 @@ def measure_e2e(
             )
             env.update(postgrest.env())
         bench = stack.enter_context(
-            running_system(workdir, f"e2e-{backend}", llm_latency_ms=0, **env)
+            running_system(workdir, f"e2e-{backend}", llm_latency_ms=0, workers=E2E_WORKERS, **env)
         )
         if postgrest is not None:
             bench = SupabaseBench(bench.system, bench.chatwoot, bench.llm, postgrest)
@@ -703,6 +705,7 @@ def measure_e2e(
             result = measure_overhead(bench, pipeline_sizes)
     result["backend"] = backend
     result["worker_concurrency"] = E2E_WORKER_CONCURRENCY
+    result["workers"] = E2E_WORKERS
     result["cpu_s"] = sampler.cpu_s
     result["phase_wall_s"] = sampler.wall_s
     result["cores_busy"] = busy["cores_busy"]
@@ -721,19 +724,9 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def render(results: dict[str, Any]) -> str:
+def render_acks(results: dict[str, Any]) -> list[str]:
     meta = results["meta"]
-    out = [
-        f"ai-broker receiver benchmark on Redis - {meta['date']} - {meta['mode']} - "
-        f"{meta['cpus']} CPUs - Python {meta['python']} - commit {meta['commit']} + "
-        f"{meta['uncommitted_changes']} changed files - total {meta['total_s']:.0f}s",
-        "load average (1/5/15 min) at start "
-        + " ".join(f"{x:.1f}" for x in meta["load_average_at_start"])
-        + ", at end "
-        + " ".join(f"{x:.1f}" for x in meta["load_average_at_end"])
-        + f"; redis-server appendonly yes, appendfsync {meta['redis_appendfsync']}",
-        "",
-    ]
+    out: list[str] = []
     rows = results["acks"]
     body = sum(r["body_bytes_mean"] for r in rows) / len(rows)
     out.append(
@@ -809,12 +802,31 @@ def render(results: dict[str, Any]) -> str:
         f"   (supabase: the PostgREST sandbox ({meta['postgrest_server']}) and Postgres run on the "
         "same 2 cores; see the CPU table)"
     )
-    for e2e in results["e2e"]:
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    out = [
+        f"ai-broker receiver benchmark on Redis - {meta['date']} - {meta['mode']} - "
+        f"{meta['cpus']} CPUs - Python {meta['python']} - commit {meta['commit']} + "
+        f"{meta['uncommitted_changes']} changed files - total {meta['total_s']:.0f}s",
+        "load average (1/5/15 min) at start "
+        + " ".join(f"{x:.1f}" for x in meta["load_average_at_start"])
+        + ", at end "
+        + " ".join(f"{x:.1f}" for x in meta["load_average_at_end"])
+        + f"; redis-server appendonly yes, appendfsync {meta['redis_appendfsync']}",
+        "",
+    ]
+    if "acks" in results:
+        out += render_acks(results)
+    for e2e in results.get("e2e", []):
         out.append("")
         out.append(
             f"2. Webhook-to-reply overhead, {e2e['backend']} store + Redis queue "
             f"({e2e['messages']} messages at {e2e['rate_per_s']:.0f}/s, RESPONSE_DELAY_SCALE=0, "
-            f"LLM 0 ms, WORKER_CONCURRENCY={e2e['worker_concurrency']}, WEB_CONCURRENCY=2; "
+            f"LLM 0 ms, {e2e.get('workers', 1)} workers x WORKER_CONCURRENCY="
+            f"{e2e['worker_concurrency']}, WEB_CONCURRENCY=2; "
             f"answered {e2e['answered']}/{e2e['messages']})"
         )
         out.append(f"   {'':42} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7}")
@@ -854,6 +866,12 @@ def main() -> int:
         choices=("socket", "httpx"),
         default="socket",
         help="bench/loadgen.py's HTTP client (socket: ~0.08 ms CPU per request, httpx: ~0.8 ms)",
+    )
+    parser.add_argument(
+        "--phase",
+        choices=("all", "acks", "e2e"),
+        default="all",
+        help="run only the acknowledgement phase or only the webhook-to-reply phase",
     )
     parser.add_argument("--serve-postgrest", metavar="READY", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -895,15 +913,19 @@ def main() -> int:
         bench_redis = BenchRedis(workdir / "redis", args.redis_appendfsync)
         bench_redis.start()
         try:
-            with postgrest_process(workdir, "postgrest-ack", args.postgrest_server) as postgrest:
-                log(f"redis on {bench_redis.url}; PostgREST sandbox on {postgrest.url}")
-                results["acks"], results["ack_checks"] = measure_acks(
-                    sizes, workdir, bench_redis, postgrest, args.client
-                )
-            results["e2e"] = [
-                measure_e2e(backend, sizes, workdir, bench_redis, args.postgrest_server)
-                for backend in sizes.e2e_backends
-            ]
+            if args.phase in ("all", "acks"):
+                with postgrest_process(
+                    workdir, "postgrest-ack", args.postgrest_server
+                ) as postgrest:
+                    log(f"redis on {bench_redis.url}; PostgREST sandbox on {postgrest.url}")
+                    results["acks"], results["ack_checks"] = measure_acks(
+                        sizes, workdir, bench_redis, postgrest, args.client
+                    )
+            if args.phase in ("all", "e2e"):
+                results["e2e"] = [
+                    measure_e2e(backend, sizes, workdir, bench_redis, args.postgrest_server)
+                    for backend in sizes.e2e_backends
+                ]
         finally:
             bench_redis.stop()
     results["meta"]["total_s"] = time.monotonic() - started
@@ -912,6 +934,8 @@ def main() -> int:
     sys.stdout.write(report + "\n")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
+    if args.phase != "all":
+        suffix += f"-{args.phase}"
     path = RESULTS_DIR / f"receiver-{dt.date.today().isoformat()}{suffix}.json"
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     log(f"results written to {path.relative_to(REPO)}")

@@ -58,43 +58,15 @@ def cluster(tmp_path: Path) -> Iterator[tuple[RunningSystem, RedisServer, int]]:
             data_dir=tmp_path / "data", port=port_a, chatwoot=chatwoot, llm=llm, env=env
         )
         system.start("web")
-        system.processes["web-b"] = _spawn_web(system, port_b)
+        system.start_as("web-b", "web", PORT=str(port_b))
         system.start("worker")
-        system.processes["worker-b"] = _spawn_worker(system)
+        system.start_as("worker-b", "worker")
         try:
             system.wait_ready()
             yield system, redis_server, port_b
         finally:
             system.stop_all()
             redis_server.stop()
-
-
-def _spawn_web(system: RunningSystem, port: int):
-    import subprocess
-    import sys
-
-    log = (system.data_dir / "web-b.log").open("ab")
-    system.logs["web-b"] = system.data_dir / "web-b.log"
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "web"],
-        env={**system.env, "PORT": str(port)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _spawn_worker(system: RunningSystem, name: str = "worker-b"):
-    import subprocess
-    import sys
-
-    log = (system.data_dir / f"{name}.log").open("ab")
-    system.logs[name] = system.data_dir / f"{name}.log"
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker"],
-        env=system.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def _running_jobs(system: RunningSystem) -> int:

@@ -64,15 +64,20 @@ class RunningSystem:
 
     def start(self, *names: str) -> None:
         for name in names:
-            log_path = self.data_dir / f"{name}.log"
-            self.logs[name] = log_path
-            with log_path.open("ab") as log_file:
-                self.processes[name] = subprocess.Popen(
-                    [sys.executable, "-m", "app.cli", name],
-                    env=self.env,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                )
+            self.start_as(name, name)
+
+    def start_as(self, name: str, command: str, **env: str) -> None:
+        """Run `ai-broker <command>` as process `name` (a second worker, a receiver on another
+        port), with `env` over the system's environment."""
+        log_path = self.data_dir / f"{name}.log"
+        self.logs[name] = log_path
+        with log_path.open("ab") as log_file:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", command],
+                env={**self.env, **env},
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
 
     def stop(self, name: str, sig: int = signal.SIGINT, timeout: float = 15.0) -> None:
         process = self.processes.pop(name)

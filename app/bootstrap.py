@@ -38,6 +38,11 @@ if TYPE_CHECKING:
     from tasks.pipeline import ReplyPipeline
 
 DEFAULT_BROKER_CAPACITY = 100
+# Idle connections each HTTP client keeps. httpcore checks every pooled connection on every
+# request (a readability poll each, and a scan that grows with the square of the pool), which
+# with a pool as large as the greenlet count cost a worker a third of its CPU. Bursts beyond this
+# open (and then close) extra connections, up to the pool's maximum.
+KEEPALIVE_CONNECTIONS = 16
 
 
 def build_store(settings: Settings) -> Store:
@@ -64,7 +69,10 @@ def build_chatwoot(settings: Settings, *, pool_size: int = 20) -> ChatwootClient
         timeout=httpx.Timeout(
             settings.chatwoot_timeout_s, connect=min(5.0, settings.chatwoot_timeout_s)
         ),
-        limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
+        limits=httpx.Limits(
+            max_connections=pool_size,
+            max_keepalive_connections=min(pool_size, KEEPALIVE_CONNECTIONS),
+        ),
     )
     return ChatwootClient(
         http,
@@ -76,6 +84,7 @@ def build_chatwoot(settings: Settings, *, pool_size: int = 20) -> ChatwootClient
 
 
 def build_generator(settings: Settings) -> ReplyGenerator:
+    import httpx2  # the HTTP library the openai SDK runs on
     import openai
 
     from app.adapters.llm import ReplyGenerator
@@ -88,6 +97,12 @@ def build_generator(settings: Settings) -> ReplyGenerator:
         # The pipeline retries whole jobs; SDK retries would only stretch the worst case.
         max_retries=0,
         timeout=settings.llm_timeout_s,
+        http_client=openai.DefaultHttpxClient(
+            limits=httpx2.Limits(
+                max_connections=settings.worker_concurrency + 8,
+                max_keepalive_connections=KEEPALIVE_CONNECTIONS,
+            )
+        ),
     )
     # No temperature: gpt-5 models accept only their default and answer 400 to any other.
     return ReplyGenerator(
@@ -162,7 +177,7 @@ def build_services(settings: Settings, *, worker: bool = False) -> Services:
     if settings.redis_url:
         redis_pool = build_redis_pool(settings)
         buffer = RedisIntake(redis.Redis(connection_pool=redis_pool))
-        queue = HueyJobQueue(build_huey(settings, redis_pool), pipeline, intake_depth=buffer.depth)
+        queue = HueyJobQueue(build_huey(settings, redis_pool), pipeline, intake=buffer)
     else:
         queue = HueyJobQueue(build_huey(settings), pipeline)
     forwarder = build_forwarder(settings, store)

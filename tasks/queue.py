@@ -33,6 +33,13 @@ class JobQueue(Protocol):
     def enqueue_respond(self, job_id: str, *, at: float | None = None) -> None: ...
 
 
+class IntakeBacklog(Protocol):
+    """The intake buffer's counts (app/adapters/redis_intake.py)."""
+
+    def depth(self) -> int: ...
+    def rejected(self) -> int: ...
+
+
 class JobRunner(Protocol):
     """What a worker does with a job id (the reply pipeline)."""
 
@@ -88,10 +95,10 @@ class HueyJobQueue:
         huey: Huey,
         runner: Callable[[], JobRunner],
         *,
-        intake_depth: Callable[[], int] | None = None,
+        intake: IntakeBacklog | None = None,
     ) -> None:
         self.huey = huey
-        self._intake_depth = intake_depth
+        self._intake = intake
 
         @huey.task(name="prepare_job")
         def prepare_job(job_id: str) -> None:
@@ -111,14 +118,15 @@ class HueyJobQueue:
         self._enqueue(self._respond, job_id, at)
 
     def depth(self) -> dict[str, int]:
-        """Tasks ready and scheduled, and (with Redis) messages accepted by a receiver that no
-        worker has recorded yet."""
+        """Tasks ready and scheduled, and with Redis the intake buffer: messages accepted by a
+        receiver that no worker has recorded yet, and entries parked for an operator."""
         depth = {
             "pending": self.huey.pending_count(),
             "scheduled": self.huey.scheduled_count(),
         }
-        if self._intake_depth is not None:
-            depth["intake"] = self._intake_depth()
+        if self._intake is not None:
+            depth["intake"] = self._intake.depth()
+            depth["intake_parked"] = self._intake.rejected()
         return depth
 
     @staticmethod

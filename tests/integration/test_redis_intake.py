@@ -309,7 +309,12 @@ def test_receiver_buffers_and_the_drainer_records_and_enqueues(
     answer = post(client, payload, "dlv-1")
     assert answer == {"status": "accepted", "reason": "customer_message", "route": "new"}
     assert services.store.list_jobs(conversation_id=501) == []
-    assert services.queue.depth() == {"pending": 0, "scheduled": 0, "intake": 1}
+    assert services.queue.depth() == {
+        "pending": 0,
+        "scheduled": 0,
+        "intake": 1,
+        "intake_parked": 0,
+    }
 
     assert post(client, payload, "dlv-1")["status"] == "duplicate"
     assert post(client, payload, "dlv-2") == {
@@ -324,7 +329,12 @@ def test_receiver_buffers_and_the_drainer_records_and_enqueues(
     assert job.delivery_id == "dlv-1"
     # The ledger keeps the receiver's time, so latency figures include the buffer.
     assert before <= job.received_at <= time.time()
-    assert services.queue.depth() == {"pending": 1, "scheduled": 0, "intake": 0}
+    assert services.queue.depth() == {
+        "pending": 1,
+        "scheduled": 0,
+        "intake": 0,
+        "intake_parked": 0,
+    }
 
 
 def test_an_entry_drained_twice_makes_one_job(client: FlaskClient, services: Services) -> None:

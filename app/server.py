@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -35,6 +36,7 @@ class ReceiverServer(BaseApplication):
             "accesslog": None,
             "loglevel": settings.log_level.lower(),
             "proc_name": "ai-broker-web",
+            "post_worker_init": _freeze_startup_objects,
         }
         for key, value in options.items():
             self.cfg.set(key, value)
@@ -44,6 +46,13 @@ class ReceiverServer(BaseApplication):
         from app.web import create_app
 
         return create_app(self._settings)
+
+
+def _freeze_startup_objects(_worker: object) -> None:
+    """Keep what the worker built at start-up (modules, the app, clients) out of the garbage
+    collector's full passes, which otherwise walk all of it every so often in the middle of a
+    request: a pause of tens of milliseconds in the acknowledgement tail."""
+    gc.freeze()
 
 
 def run_web(settings: Settings) -> None:

@@ -17,7 +17,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         from gevent import monkey
 
-        monkey.patch_all()
+        # select stays the real one: our libraries only poll it with a zero timeout (httpcore
+        # asks whether each pooled connection is still open, on every request), which gevent's
+        # version turns into a hub switch and a timer each time. Everything that blocks goes
+        # through sockets, locks and sleeps, which are patched.
+        monkey.patch_all(select=False)
 
     from app.config import ConfigError, Settings
     from app.logs import configure_logging

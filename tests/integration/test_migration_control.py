@@ -42,18 +42,6 @@ _message_ids = itertools.count(700_000)
 
 
 # -- fixtures -------------------------------------------------------------------------------
-@pytest.fixture
-def chatwoot() -> Iterator[ChatwootSandbox]:
-    with ChatwootSandbox(webhook_retry_wait_s=0.05) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def n8n(chatwoot: ChatwootSandbox) -> Iterator[N8nSandbox]:
-    with N8nSandbox(chatwoot_url=chatwoot.url) as sandbox:
-        yield sandbox
-
-
 def settings_for(data_dir: Path, n8n: N8nSandbox | None, **overrides: Any) -> Settings:
     fields: dict[str, Any] = {
         "data_dir": data_dir,

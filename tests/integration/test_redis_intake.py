@@ -234,18 +234,6 @@ def test_drainer_run_until_stops_and_gives_back(buffer: RedisIntake) -> None:
 
 # -- the receiver and the worker's drainer, wired -----------------------------------------------
 @pytest.fixture
-def chatwoot() -> Iterator[ChatwootSandbox]:
-    with ChatwootSandbox(webhook_retry_wait_s=0.05) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def n8n(chatwoot: ChatwootSandbox) -> Iterator[N8nSandbox]:
-    with N8nSandbox(chatwoot_url=chatwoot.url) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
 def services(
     tmp_path: Path, redis_server: RedisServer, client_redis: redis.Redis, n8n: N8nSandbox
 ) -> Iterator[Services]:

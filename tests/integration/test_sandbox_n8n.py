@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
 
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.control import N8nSandboxControl
 from app.sandbox.n8n import WEBHOOK_PATH, N8nSandbox
-
-
-@pytest.fixture
-def chatwoot() -> Iterator[ChatwootSandbox]:
-    with ChatwootSandbox(webhook_retry_wait_s=0.05) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture
-def n8n(chatwoot: ChatwootSandbox) -> Iterator[N8nSandbox]:
-    with N8nSandbox(chatwoot_url=chatwoot.url) as sandbox:
-        yield sandbox
 
 
 def test_chatwoot_webhook_gets_an_n8n_reply_posted_into_the_conversation(

@@ -138,6 +138,11 @@ class RedisIntake:
     def rejected_key(self) -> str:
         return f"{self._prefix}:rejected"
 
+    @property
+    def consumers_key(self) -> str:
+        """The set of consumers that may hold a claim: what recovery looks through."""
+        return f"{self._prefix}:consumers"
+
     def _claim_key(self, consumer: str) -> str:
         return f"{self._prefix}:claimed:{consumer}"
 
@@ -192,22 +197,30 @@ class RedisIntake:
         pipe.execute()
 
     def keep_alive(self, consumer: str) -> None:
-        self._redis.set(self._alive_key(consumer), "1", ex=CLAIM_LIVENESS_S)
+        """Call before claiming, then at least every KEEP_ALIVE_EVERY_S."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._alive_key(consumer), "1", ex=CLAIM_LIVENESS_S)
+        pipe.sadd(self.consumers_key, consumer)
+        pipe.execute()
 
     def retire(self, consumer: str) -> None:
         """A clean shutdown: give back what is still claimed and stop being alive."""
         self._give_back(consumer)
-        self._redis.delete(self._alive_key(consumer))
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.delete(self._alive_key(consumer))
+        pipe.srem(self.consumers_key, consumer)
+        pipe.execute()
 
     def recover_orphans(self) -> int:
         """Move the claims of consumers no longer alive back onto the intake list."""
         moved = 0
-        prefix = f"{self._prefix}:claimed:"
-        for key in self._redis.scan_iter(match=f"{_glob_escape(prefix)}*", count=100):
-            consumer = key.decode()[len(prefix) :]
+        for member in self._redis.smembers(self.consumers_key):
+            consumer = member.decode() if isinstance(member, bytes) else str(member)
             if self._redis.exists(self._alive_key(consumer)):
                 continue
             returned = self._give_back(consumer)
+            # A consumer that was only slow adds itself again at its next keep-alive.
+            self._redis.srem(self.consumers_key, consumer)
             if returned:
                 log.warning(
                     "intake: %d message(s) claimed by %s, which stopped, returned to the queue",
@@ -239,7 +252,3 @@ def _claimed(raw: bytes | str) -> Claimed:
         return Claimed(raw, BufferedInbound.decode(raw))
     except ValueError as exc:
         return Claimed(raw, None, str(exc))
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

@@ -131,6 +131,7 @@ def test_a_dead_consumers_claim_goes_back_but_a_live_ones_stays(
     client_redis.delete("test:{intake}:alive:dead")  # what its expiry does after 10 s
     assert buffer.recover_orphans() == 3
     assert buffer.recover_orphans() == 0
+    assert client_redis.smembers(buffer.consumers_key) == {b"alive"}
     taken = buffer.claim("other", limit=10, block_s=0.1)
     assert [c.entry for c in taken] == pushed[1:]
     assert [c.entry for c in buffer.held("alive")] == pushed[:1]
@@ -141,6 +142,7 @@ def test_racing_recoveries_never_copy_an_entry(
 ) -> None:
     for _ in range(300):
         buffer.push(entry())
+    buffer.keep_alive("dead")
     buffer.claim("dead", limit=300, block_s=0.1)
     client_redis.delete("test:{intake}:alive:dead")
     recovered: list[int] = []

@@ -1,8 +1,9 @@
 """Receiver benchmark on Redis: webhook acknowledgement beside a minimal endpoint, and the
 webhook-to-reply overhead.
 
-    .venv/bin/python bench/receiver_bench.py [--quick] [--client socket|httpx]
-        [--postgrest-server gunicorn|werkzeug] [--redis-appendfsync everysec|always|no]
+    .venv/bin/python bench/receiver_bench.py [--quick] [--phase all|acks|e2e]
+        [--client socket|httpx] [--postgrest-server gunicorn|werkzeug]
+        [--redis-appendfsync everysec|always|no]
 
 Everything runs on this machine, on 127.0.0.1, against a redis-server of the benchmark's own
 (tests/support/redis_server.py: append-only, on a free port; `appendfsync everysec` by default,
@@ -21,9 +22,9 @@ Redis's and managed Redis's default, so the minimal endpoint is as fast as it ca
      reconnect for every store call, which PostgREST does not make it do; `--postgrest-server
      werkzeug` runs `supabase_bed` exactly as the tests do.
    Ours runs with a webhook secret, so every request goes through every check: the timestamp and
-   HMAC-SHA256 signature, JSON parsing, classification, the rollout route, the ledger write
-   (delivery dedupe + reply job) and the webhook counter upsert in the store, and the Huey
-   enqueue on Redis. The same load generator (bench/loadgen.py, its own process: one thread and
+   HMAC-SHA256 signature, JSON parsing, classification, the rollout route, and the intake push
+   (app/adapters/redis_intake.py: dedupe on the delivery and message ids and LPUSH, one Lua
+   call). The same load generator (bench/loadgen.py, its own process: one thread and
    one keep-alive connection per concurrent client, a closed loop; its "socket" client by
    default, which costs a tenth of httpx's CPU per request) posts the same signed
    `message_created` bodies to all three (tests/fixtures/chatwoot/message_created.incoming_
@@ -31,17 +32,17 @@ Redis's and managed Redis's default, so the minimal endpoint is as fast as it ca
    request: about 3.1 KB, the size is printed) at concurrency 16 and 64, for a fixed time after
    a warm-up. No worker runs during this phase (the minimal endpoint has no consumer either);
    after each server the Redis lists (the intake buffer, Huey's queue) and the ledger are
-   checked against the requests acknowledged.
+   checked against the requests acknowledged: each message is in the buffer, or in the ledger
+   had Redis refused it.
 2. Webhook-to-reply overhead on Redis: `ai-broker web` (WEB_CONCURRENCY=2) and two `ai-broker
    worker` processes (one gevent process uses at most one core; each WORKER_CONCURRENCY=64,
    QUEUE_RATE_LIMIT=1000, RESPONSE_DELAY_SCALE=0, LLM sandbox latency 0) with the Chatwoot and
-   LLM sandboxes in this process; customer messages created in
-   the Chatwoot sandbox for 10 s at 20, 50 and 100/s (the target is at 100/s; the lower rates
-   show where the machine's two cores stop keeping up), each sent as a signed webhook as
-   Chatwoot does. Measured and
-   split exactly as bench/pipeline_bench.py's overhead section (its `measure_overhead`: the
-   sandbox's clock for message -> reply, the ledger's timestamps for the split). SQLite store
-   always; the Supabase store too in the full run.
+   LLM sandboxes in this process. Customer messages are created in the Chatwoot sandbox for 10 s
+   at 20, 50 and 100/s (the target is at 100/s; the lower rates show where the machine's two
+   cores stop keeping up), each sent as a signed webhook as Chatwoot does. Measured and split
+   exactly as bench/pipeline_bench.py's overhead section (its `measure_overhead`: the sandbox's
+   clock for message -> reply, the ledger's timestamps for the split). SQLite store always; the
+   Supabase store too in the full run.
 
 Targets (from the issue) are printed with PASS/MISS; a miss does not fail the script. Results go
 to bench/results/receiver-<date>.json (`-quick` suffix for --quick, which takes under a minute:

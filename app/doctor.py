@@ -127,7 +127,8 @@ def _intake_durability(settings: Settings) -> str:
         )
     if rejected:
         raise ConfigError(
-            f"{rejected} message(s) parked as unreadable: see docs/runbook.md, Intake ({where})"
+            f"{rejected} message(s) parked for an operator: see docs/runbook.md, Intake buffer "
+            f"({where})"
         )
     return f"Redis append-only, fsync always ({where})"
 

@@ -111,6 +111,21 @@ def _brokers_seed(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _intake_replay(settings: Settings, _: argparse.Namespace) -> int:
+    from app.bootstrap import build_services
+
+    buffer = build_services(settings).intake_buffer
+    if buffer is None:
+        sys.stderr.write("ai-broker intake replay: no REDIS_URL, so there is no intake buffer\n")
+        return 2
+    moved = buffer.replay_rejected()
+    sys.stdout.write(
+        f"{moved} parked message(s) back in the intake buffer ({buffer.depth()} waiting); "
+        "a worker records them within seconds\n"
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ai-broker", description="NextNest AI mortgage brokers for Chatwoot"
@@ -143,6 +158,12 @@ def _parser() -> argparse.ArgumentParser:
     seed = brokers.add_parser("seed", help="insert the five personas if absent")
     seed.add_argument("--capacity", type=int, default=100, help="max concurrent chats each")
     seed.set_defaults(run=_brokers_seed)
+    intake = commands.add_parser("intake", help="the Redis intake buffer").add_subparsers(
+        dest="intake_command", required=True, metavar="SUBCOMMAND"
+    )
+    intake.add_parser(
+        "replay", help="put messages a worker parked back in the buffer (docs/runbook.md)"
+    ).set_defaults(run=_intake_replay)
     return parser
 
 

@@ -245,6 +245,14 @@ class RedisIntake:
     def rejected(self) -> int:
         return int(self._redis.llen(self.rejected_key))
 
+    def replay_rejected(self) -> int:
+        """Put every parked entry back on the intake list, oldest first, once its cause is fixed.
+        Recording is idempotent, so an entry that was in fact recorded makes no second job."""
+        moved = 0
+        while self._redis.lmove(self.rejected_key, self.pending_key, "RIGHT", "LEFT"):
+            moved += 1
+        return moved
+
 
 def _claimed(raw: bytes | str) -> Claimed:
     raw = raw.encode() if isinstance(raw, str) else raw

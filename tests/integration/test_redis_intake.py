@@ -12,7 +12,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,13 +169,16 @@ def test_retire_gives_the_claim_back(buffer: RedisIntake) -> None:
 
 # -- the drainer ------------------------------------------------------------------------------
 class Recorder:
-    def __init__(self, *, fail_times: int = 0, broken_message: int | None = None) -> None:
+    """The drainer's `admit`: records message ids, failing as told (an outage, or a bug for
+    the messages in `broken`)."""
+
+    def __init__(self, *, fail_times: int = 0, broken: Collection[int] = ()) -> None:
         self.recorded: list[int] = []
         self._fail_times = fail_times
-        self._broken = broken_message
+        self._broken = set(broken)
 
     def __call__(self, item: BufferedInbound) -> IntakeResult:
-        if item.message.message_id == self._broken:
+        if item.message.message_id in self._broken:
             raise KeyError("a bug")
         if self._fail_times and len(self.recorded) == 2:
             self._fail_times -= 1
@@ -209,12 +212,52 @@ def test_drainer_parks_an_entry_it_cannot_record_and_goes_on(
     for item in pushed:
         buffer.push(item)
     client_redis.lpush(buffer.pending_key, b"not json")
-    recorder = Recorder(broken_message=pushed[1].message.message_id)
+    recorder = Recorder(broken=[pushed[1].message.message_id])
     drained = IntakeDrainer(buffer, recorder, consumer="w").drain_once(block_s=0.1)
     assert drained == 4
     assert recorder.recorded == [pushed[0].message.message_id, pushed[2].message.message_id]
     assert buffer.rejected() == 2
     assert buffer.held("w") == []
+
+
+def test_parked_entries_are_replayed_oldest_first(buffer: RedisIntake) -> None:
+    pushed = [entry() for _ in range(3)]
+    for item in pushed:
+        buffer.push(item)
+    drainer = IntakeDrainer(
+        buffer, Recorder(broken=[p.message.message_id for p in pushed[:2]]), consumer="w"
+    )
+    drainer.drain_once(block_s=0.1)
+    assert buffer.rejected() == 2
+    assert buffer.replay_rejected() == 2
+    assert buffer.rejected() == 0
+    fixed = Recorder()
+    IntakeDrainer(buffer, fixed, consumer="w").drain_once(block_s=0.1)
+    assert fixed.recorded == [p.message.message_id for p in pushed[:2]]
+
+
+def test_intake_replay_command(
+    client_redis: redis.Redis,  # an empty Redis
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from app.cli import main
+
+    real = RedisIntake(redis.Redis.from_url(redis_server.url))
+    real.push(entry())
+    real.claim("w", limit=1, block_s=0.1)
+    [claimed] = real.held("w")
+    real.reject("w", claimed)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    assert main(["intake", "replay"]) == 0
+    assert "1 parked message(s) back in the intake buffer (1 waiting)" in capsys.readouterr().out
+    assert real.rejected() == 0
+    monkeypatch.delenv("REDIS_URL")
+    assert main(["intake", "replay"]) == 2
+    assert "no REDIS_URL" in capsys.readouterr().err
 
 
 def test_drainer_run_until_stops_and_gives_back(buffer: RedisIntake) -> None:

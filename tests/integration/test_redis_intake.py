@@ -10,6 +10,9 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Collection, Iterator
@@ -239,25 +242,32 @@ def test_parked_entries_are_replayed_oldest_first(buffer: RedisIntake) -> None:
 def test_intake_replay_command(
     client_redis: redis.Redis,  # an empty Redis
     redis_server: RedisServer,
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from app.cli import main
-
     real = RedisIntake(redis.Redis.from_url(redis_server.url))
     real.push(entry())
     real.claim("w", limit=1, block_s=0.1)
     [claimed] = real.held("w")
     real.reject("w", claimed)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    assert main(["intake", "replay"]) == 0
-    assert "1 parked message(s) back in the intake buffer (1 waiting)" in capsys.readouterr().out
+    env = {"PATH": os.environ["PATH"], "DATA_DIR": str(tmp_path)}
+
+    def replay(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", "intake", "replay"],
+            env={**env, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = replay(REDIS_URL=redis_server.url)
+    assert done.returncode == 0, done.stderr
+    assert "1 parked message(s) back in the intake buffer (1 waiting)" in done.stdout
     assert real.rejected() == 0
-    monkeypatch.delenv("REDIS_URL")
-    assert main(["intake", "replay"]) == 2
-    assert "no REDIS_URL" in capsys.readouterr().err
+    refused = replay()
+    assert refused.returncode == 2
+    assert "no REDIS_URL" in refused.stderr
 
 
 def test_drainer_run_until_stops_and_gives_back(buffer: RedisIntake) -> None:

@@ -8,7 +8,8 @@
   clears them, so an operator sees the effect of their own change at once.
 - Actions take the operator's identity and leave an audit trail: rollout changes, rollbacks and
   pauses through the RolloutService (rollout_audit), verdicts on the comparison (verdict_by),
-  retries and cancellations in operator_actions (and the log).
+  retries, cancellations and putting parked intake messages back in operator_actions (and
+  the log).
 
 Pure rules (alerts, filters) live here too, as plain functions the tests call directly.
 """
@@ -18,15 +19,18 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+import redis
 import streamlit as st
 from streamlit import config
 
+from app.adapters.redis_intake import Claimed, RedisIntake
 from app.bootstrap import Services, build_services, prepare_store
 from app.config import Settings
 from app.domain.circuit import Circuit, CircuitPosition
@@ -67,6 +71,11 @@ DB_THREADS = 4
 JOBS_EXPORT_LIMIT = 10_000
 RETRYABLE_STATES = frozenset({JobState.FAILED.value, JobState.CANCELLED.value})
 CANCELLABLE_STATES = frozenset({JobState.QUEUED.value, JobState.WAITING.value})
+PARKED_SHOWN = 50  # the oldest parked intake messages the Overview lists
+PARKED_TARGET = "intake buffer"  # operator_actions.target of a replay (there is no job yet)
+PROBLEM_MAX_CHARS = 200
+# Receipt times outside this range cannot come from a receiver (and would break the clock).
+_PLAUSIBLE_RECEIPT = (1_000_000_000.0, 4_102_444_800.0)  # 2001 to 2100
 
 T = TypeVar("T")
 
@@ -181,6 +190,28 @@ class QueueDepth:
 
 
 @dataclass(frozen=True)
+class ParkedMessage:
+    """A customer message a worker parked, as an operator may see it: what identifies it,
+    never its content or the customer's contact details. `problem` says why an entry cannot be
+    read; its ids and time are then unknown."""
+
+    conversation_id: int | None
+    message_id: int | None
+    received_at: float | None
+    size: int  # bytes: the entry's header and the webhook body
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class ParkedIntake:
+    """What the Redis intake buffer holds for an operator (only when REDIS_URL is set)."""
+
+    count: int | None  # None: Redis did not answer
+    oldest: tuple[ParkedMessage, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Status:
     """What /api/admin/migration-status reports, for the console."""
 
@@ -196,6 +227,7 @@ class Status:
     states: dict[str, int]
     overdue: int
     workers: tuple[WorkerStatus, ...]
+    parked: ParkedIntake | None = None  # None: no intake buffer (no REDIS_URL)
 
     @property
     def alive_workers(self) -> tuple[WorkerStatus, ...]:
@@ -244,11 +276,38 @@ def _status(wired: Backend) -> Status:
         states=wired.analytics.state_counts(),
         overdue=wired.analytics.overdue(now=now),
         workers=tuple(wired.analytics.workers()),
+        parked=None if services.intake_buffer is None else parked_intake(services.intake_buffer),
     )
+
+
+def parked_intake(buffer: RedisIntake, *, limit: int = PARKED_SHOWN) -> ParkedIntake:
+    """The parked count and the oldest entries; a Redis failure becomes a message, since the
+    rest of the status still helps."""
+    try:
+        count = buffer.rejected()
+        oldest = buffer.parked(limit) if count else []
+    except redis.RedisError as exc:
+        log.warning("parked intake messages unavailable: %s", exc)
+        return ParkedIntake(None, error=f"{type(exc).__name__}: {exc}")
+    return ParkedIntake(count, tuple(parked_message(item) for item in oldest))
+
+
+def parked_message(item: Claimed) -> ParkedMessage:
+    """Only the identifying fields of a parked entry. A header that decodes but holds values no
+    receiver writes (another version, a hand-edited entry) is listed as unreadable too."""
+    size = len(item.raw)
+    if item.entry is None:
+        return ParkedMessage(None, None, None, size, _problem(item.error or "unreadable entry"))
+    message, received_at = item.entry.message, item.entry.received_at
+    ids = (message.conversation_id, message.message_id)
+    if not all(_is_id(value) for value in ids) or not _plausible_receipt(received_at):
+        return ParkedMessage(None, None, None, size, "unreadable entry: unexpected header values")
+    return ParkedMessage(message.conversation_id, message.message_id, received_at, size)
 
 
 # -- alerts (pure) -----------------------------------------------------------------------------
 AlertLevel = Literal["critical", "warning", "info"]
+_LEVEL_ORDER: dict[AlertLevel, int] = {"critical": 0, "warning": 1, "info": 2}
 
 
 @dataclass(frozen=True)
@@ -288,6 +347,7 @@ def alerts(current: Status, brokers: Sequence[BrokerRow] = ()) -> list[Alert]:
                     "Nothing would answer a new message: start `ai-broker worker`.",
                 )
             )
+    found.extend(parked_alerts(current.parked))
     if current.overdue > BACKLOG_WARNING:
         found.append(
             Alert(
@@ -337,7 +397,40 @@ def alerts(current: Status, brokers: Sequence[BrokerRow] = ()) -> list[Alert]:
                 "New conversations go to the other brokers until a slot frees up.",
             )
         )
-    return found
+    return sorted(found, key=lambda alert: _LEVEL_ORDER[alert.level])  # stable: rules' order
+
+
+def parked_alerts(parked: ParkedIntake | None) -> list[Alert]:
+    """Parked intake messages get no reply until an operator acts, hence critical. Nothing
+    at all without an intake buffer."""
+    if parked is None:
+        return []
+    if parked.error is not None:
+        return [
+            Alert(
+                "warning",
+                "The intake buffer cannot be read",
+                f"Redis did not answer ({parked.error}), so parked customer messages cannot be "
+                "counted. Check that Redis is up and REDIS_URL is right; see the runbook "
+                "(docs/runbook.md, Intake buffer).",
+            )
+        ]
+    if not parked.count:
+        return []
+    many = parked.count != 1
+    return [
+        Alert(
+            "critical",
+            f"{parked.count:,} customer message{'s are' if many else ' is'} parked in the "
+            "intake buffer",
+            f"A worker could not record {'them' if many else 'it'} (a bug, or receivers and "
+            "workers of different versions during a deploy), so "
+            f"{'they get' if many else 'it gets'} no reply. Find the cause in the worker log "
+            "(`intake: … parked for an operator`) as the runbook says (docs/runbook.md, Intake "
+            "buffer); once the fixed workers run, use **Put parked messages back** below (or "
+            "`ai-broker intake replay`).",
+        )
+    ]
 
 
 # -- charts and tiles (cached aggregates) ------------------------------------------------------
@@ -735,6 +828,47 @@ def job_filter(
     )
 
 
+# -- intake buffer (Redis) ---------------------------------------------------------------------
+def replay_parked(actor: str, reason: str) -> ActionResult:
+    """Every parked intake message back in the buffer, for the workers to record again
+    (idempotent: a message already in the ledger makes no second job)."""
+    wired = backend()
+    buffer = wired.services.intake_buffer
+    if buffer is None:
+        return ActionResult(False, "There is no intake buffer: REDIS_URL is not set.")
+
+    def run() -> ActionResult:
+        try:
+            moved = buffer.replay_rejected()
+        except redis.RedisError as exc:
+            log.warning("parked intake messages not put back: %s", exc)
+            return ActionResult(
+                False,
+                f"Redis did not answer ({type(exc).__name__}: {exc}). Some messages may have "
+                "moved; the parked count shows what is left.",
+            )
+        if not moved:
+            return ActionResult(False, "Nothing is parked any more: someone put them back.")
+        wired.analytics.record_operator_action(
+            actor=actor,
+            action="replay_intake",
+            target=PARKED_TARGET,
+            reason=reason,
+            now=time.time(),
+        )
+        return ActionResult(
+            True,
+            f"{moved:,} parked message{'s' if moved != 1 else ''} back in the intake buffer: "
+            "workers record them within seconds.",
+        )
+
+    result = wired.run(run)
+    if result.ok:
+        log.warning("%s put parked intake messages back (%s): %s", actor, reason, result.message)
+    invalidate()
+    return result
+
+
 # -- helpers -----------------------------------------------------------------------------------
 def _csv_text(value: str | None) -> str:
     """Text for a spreadsheet: a leading = + - @ would be run as a formula by Excel."""
@@ -745,3 +879,16 @@ def _csv_text(value: str | None) -> str:
 
 def _round(value: float | None, digits: int = 0) -> str:
     return "" if value is None else f"{value:.{digits}f}"
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _plausible_receipt(value: object) -> bool:
+    low, high = _PLAUSIBLE_RECEIPT
+    return isinstance(value, float) and math.isfinite(value) and low <= value <= high
+
+
+def _problem(error: str) -> str:
+    return error if len(error) <= PROBLEM_MAX_CHARS else error[: PROBLEM_MAX_CHARS - 1] + "…"

@@ -89,6 +89,17 @@ def seconds(value: float | None) -> str:
     return f"{hours} h {rest} min" if rest else f"{hours} h"
 
 
+def size(value: int | None) -> str:
+    """850 B, 4.2 kB, 1.3 MB."""
+    if value is None:
+        return "—"
+    if value < 1000:
+        return f"{value} B"
+    if value < 1_000_000:
+        return f"{value / 1000:.1f} kB"
+    return f"{value / 1_000_000:.1f} MB"
+
+
 def ago(timestamp: float | None, now: float) -> str:
     if timestamp is None:
         return "—"

@@ -253,6 +253,17 @@ class RedisIntake:
             moved += 1
         return moved
 
+    def parked(self, limit: int = 50) -> list[Claimed]:
+        """The `limit` oldest parked entries, oldest first, for an operator to look at; moves
+        nothing. Each is decoded as a worker would decode it, so an entry no version can read is
+        listed with its error instead of raising. The entries include the customer's message:
+        callers show only what identifies one (ids, time, size)."""
+        if limit <= 0:
+            return []
+        # Parking pushes on the left, so the oldest are the rightmost.
+        raws = self._redis.lrange(self.rejected_key, -limit, -1)
+        return [_claimed(raw) for raw in reversed(raws)]
+
 
 def _claimed(raw: bytes | str) -> Claimed:
     raw = raw.encode() if isinstance(raw, str) else raw

@@ -339,7 +339,7 @@ with st.expander("Recent operator actions", icon=":material/history:"):
                     "when": widgets.clock(a.at, tz),
                     "who": a.actor,
                     "action": a.action,
-                    "job": a.target,
+                    "target": a.target,
                     "reason": a.reason,
                 }
                 for a in recent
@@ -349,6 +349,6 @@ with st.expander("Recent operator actions", icon=":material/history:"):
         )
     else:
         st.caption(
-            "No retries or cancellations yet. Pauses and rollout changes are in the "
-            "Rollout page's audit log."
+            "No retries, cancellations or parked intake messages put back yet. Pauses and "
+            "rollout changes are in the Rollout page's audit log."
         )

@@ -1,14 +1,105 @@
-"""Overview: is the system healthy right now? The live part refreshes itself every 10 s."""
+"""Overview: is the system healthy right now? The live part refreshes itself every 10 s.
+
+With Redis, customer messages a worker parked in the intake buffer are listed under the alerts,
+with the action that puts them back.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import streamlit as st
 
 from console import auth, charts, data, widgets
 
-auth.current_operator()  # nothing renders for a session that has not logged in
+REPLAY = "replay_parked"
+PARKED_COLOURS = {"parked": "#ef6c00", "unreadable": "#c62828"}
+
+
+def act(confirmation: widgets.Confirmation, reason: str) -> widgets.Outcome:
+    result = data.replay_parked(operator.actor, reason)
+    return widgets.Outcome(result.ok, result.message)
+
+
+def ask_replay(count: int) -> None:
+    widgets.ask(
+        widgets.Confirmation(
+            action=REPLAY,
+            title="Put parked messages back?",
+            body=(
+                f"- **{count:,} parked message{'s' if count != 1 else ''}** go back into the "
+                "intake buffer, and workers record them within seconds.\n"
+                "- Do it once the cause in the worker log is fixed and the fixed workers run: "
+                "until then they park the same messages again.\n"
+                "- A message that was in fact recorded makes no second job (recording is "
+                "idempotent)."
+            ),
+            confirm_label="Put them back",
+        )
+    )
+
+
+def intake_buffer(parked: data.ParkedIntake | None, now: float, tz: dt.tzinfo) -> None:
+    """Parked messages and the action; nothing without an intake buffer, nor with none parked
+    (a Redis failure is an alert)."""
+    if parked is None:
+        return
+    if parked.count:
+        show_parked(parked, now, tz)
+    # Only this page's dialog: another page's pending confirmation is not for this `act`.
+    asked = widgets.pending()
+    if asked is not None and asked.action == REPLAY:
+        widgets.confirm_pending(act)
+
+
+def show_parked(parked: data.ParkedIntake, now: float, tz: dt.tzinfo) -> None:
+    """The oldest parked messages, by what identifies them (never their content)."""
+    count = parked.count or 0
+    st.subheader("Parked intake messages")
+    if parked.oldest:  # empty when put back between the count and the listing
+        st.dataframe(
+            widgets.coloured(
+                [
+                    {
+                        "state": "unreadable" if m.problem else "parked",
+                        "received": widgets.clock(m.received_at, tz),
+                        "waiting": widgets.ago(m.received_at, now),
+                        "conversation": _id(m.conversation_id),
+                        "message id": _id(m.message_id),
+                        "size": widgets.size(m.size),
+                        "problem": m.problem or "",
+                    }
+                    for m in parked.oldest
+                ],
+                "state",
+                PARKED_COLOURS,
+            ),
+            hide_index=True,
+            key="parked_table",
+        )
+    shown = len(parked.oldest)
+    if count > shown:
+        st.caption(f"The oldest {shown:,} of {count:,}.")
+    st.button(
+        "Put parked messages back",
+        type="primary",
+        icon=":material/replay:",
+        key="parked_replay",
+        on_click=ask_replay,
+        args=(count,),
+        disabled=not operator.can_act,
+        help="Back into the intake buffer for the workers to record (`ai-broker intake replay`).",
+    )
+
+
+def _id(value: int | None) -> str:
+    # Text, not numbers: an unreadable entry has no id, and a column of numbers with gaps
+    # would be drawn as floats.
+    return "—" if value is None else str(value)
+
+
+operator = auth.current_operator()  # nothing renders for a session that has not logged in
 st.title("Overview")
 choice = st.segmented_control(
     "Chart window",
@@ -26,6 +117,7 @@ def live() -> None:
     key = data.key()
     current = data.status()
     widgets.show_alerts(data.alerts(current, data.broker_rows(key, 3600)))
+    intake_buffer(current.parked, now, tz)
 
     st.subheader("Queue now")
     with st.grid(5, gap="small", min_column_width=150):

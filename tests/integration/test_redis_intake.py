@@ -420,3 +420,27 @@ def test_a_message_buffered_before_a_rollback_goes_to_n8n(
     [job] = services.store.list_jobs(conversation_id=conversation_id)
     assert job.state is JobState.FORWARDED
     assert [r["message_id"] for r in n8n.received()] == [payload["id"]]
+
+
+# -- parked entries, for the console ------------------------------------------------------------
+def test_parked_lists_the_oldest_first_unreadable_ones_included_and_moves_nothing(
+    buffer: RedisIntake, client_redis: redis.Redis
+) -> None:
+    assert buffer.parked() == []
+    pushed = [entry() for _ in range(3)]
+    for item in pushed:
+        buffer.push(item)
+    IntakeDrainer(
+        buffer, Recorder(broken=[p.message.message_id for p in pushed]), consumer="w"
+    ).drain_once(block_s=0.1)
+    client_redis.lpush(buffer.rejected_key, b'{"v":2}\n{}')  # a newer receiver's entry
+    listed = buffer.parked()
+    assert [p.entry for p in listed[:3]] == pushed
+    assert listed[3].entry is None
+    assert listed[3].error is not None and "version 2" in listed[3].error
+    assert listed[3].raw == b'{"v":2}\n{}'
+    assert [p.entry for p in buffer.parked(limit=2)] == pushed[:2]
+    assert buffer.parked(limit=0) == []
+    assert (buffer.rejected(), buffer.depth()) == (4, 0)
+    assert buffer.replay_rejected() == 4
+    assert buffer.parked() == []

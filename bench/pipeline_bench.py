@@ -145,9 +145,19 @@ class Bench:
     llm: LLMSandbox
 
     def receive_webhooks(self) -> None:
-        """Register the receiver as the inbox's agent bot: the sandbox now sends it webhooks."""
-        self.chatwoot.add_webhook(
-            f"{self.system.url}/webhooks/chatwoot", secret=WEBHOOK_SECRET, kind="agent_bot"
+        """Make the receiver the inbox's agent bot: the sandbox now sends it webhooks.
+
+        Replaces any earlier registration: a measurement that runs several times on one system
+        (receiver_bench's rates) must not register the bot again, or every event would be
+        delivered once more per run, as if the inbox had several bots."""
+        self.chatwoot.set_webhooks(
+            [
+                {
+                    "url": f"{self.system.url}/webhooks/chatwoot",
+                    "secret": WEBHOOK_SECRET,
+                    "kind": "agent_bot",
+                }
+            ]
         )
 
     def jobs(self, conversation_ids: Sequence[int]) -> list[ReplyJob]:

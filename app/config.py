@@ -15,6 +15,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from app.domain.circuit import COOLDOWN_S
 from app.domain.rollout import RolloutState
 
 
@@ -52,6 +53,7 @@ class Settings:
 
     n8n_webhook_url: str | None = None
     n8n_timeout_s: float = 3.0
+    n8n_circuit_cooldown_s: float = COOLDOWN_S
     enable_ai_broker: bool = True
     rollout_percentage: int = 0
     rollout_shadow: bool = False
@@ -128,6 +130,9 @@ class Settings:
             n8n_webhook_url=env.text("N8N_AI_BROKER_WEBHOOK_URL"),
             # Forwarding happens inside Chatwoot's 5 s webhook timeout.
             n8n_timeout_s=env.number("N8N_TIMEOUT_S", 3.0, minimum=0.1, maximum=4.0),
+            n8n_circuit_cooldown_s=env.number(
+                "N8N_CIRCUIT_COOLDOWN_S", COOLDOWN_S, minimum=1.0, maximum=600.0
+            ),
             enable_ai_broker=env.boolean("ENABLE_AI_BROKER", True),
             rollout_percentage=env.integer("ROLLOUT_PERCENTAGE", 0, minimum=0, maximum=100) or 0,
             rollout_shadow=env.boolean("ROLLOUT_SHADOW", False),

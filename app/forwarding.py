@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from app.adapters.n8n import ForwardResult, N8nClient
-from app.domain.circuit import Circuit, admit, record
+from app.domain.circuit import COOLDOWN_S, Circuit, admit, record
 from app.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -22,10 +22,23 @@ _CAS_ATTEMPTS = 8
 
 
 class CircuitBreaker:
-    def __init__(self, store: Store, name: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        *,
+        cooldown_s: float = COOLDOWN_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._store = store
         self._name = name
+        self._cooldown_s = cooldown_s
         self._clock = clock
+
+    @property
+    def cooldown_s(self) -> float:
+        """Seconds an open circuit refuses before it lets one probe through."""
+        return self._cooldown_s
 
     def state(self) -> Circuit:
         return self._store.get_circuit(self._name)
@@ -33,7 +46,7 @@ class CircuitBreaker:
     def admit(self) -> bool:
         for _ in range(_CAS_ATTEMPTS):
             current = self._store.get_circuit(self._name)
-            allowed, after = admit(current, self._clock())
+            allowed, after = admit(current, self._clock(), cooldown_s=self._cooldown_s)
             if after == current or self._swap(current, after):
                 return allowed
         return False

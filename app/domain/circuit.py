@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 FAILURE_THRESHOLD = 5
-COOLDOWN_S = 30.0
+COOLDOWN_S = 30.0  # the default; operators set it with N8N_CIRCUIT_COOLDOWN_S
 PROBE_TIMEOUT_S = 10.0  # a probe that never reported back frees the slot for another
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,13 @@ class MigrationSystem(RunningSystem):
         return counts
 
 
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigrationSystem]:
-    data_dir: Path = tmp_path_factory.mktemp("migration")
+# A few seconds instead of the default 30 s: the test that opens the circuit then waits for it
+# to close again (in `_reset`), and the cooldown is what it waits out.
+CIRCUIT_COOLDOWN_S = 5
+
+
+@contextmanager
+def _migration_system(data_dir: Path) -> Iterator[MigrationSystem]:
     port = free_port()
     with (
         ChatwootSandbox(webhook_retry_wait_s=0.5) as chatwoot,
@@ -73,6 +78,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigrationSystem
             RESPONSE_DELAY_SCALE="0",
             N8N_AI_BROKER_WEBHOOK_URL=f"{n8n.url}/webhook/chatwoot-ai-broker",
             N8N_TIMEOUT_S="2",
+            N8N_CIRCUIT_COOLDOWN_S=str(CIRCUIT_COOLDOWN_S),
             ADMIN_TOKEN="e2e-admin",
             SLACK_WEBHOOK_URL=slack.webhook_url,
             QUEUE_RATE_LIMIT="500",
@@ -88,6 +94,21 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigrationSystem
             yield running
         finally:
             running.stop_all()
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigrationSystem]:
+    with _migration_system(tmp_path_factory.mktemp("migration")) as running:
+        yield running
+
+
+@pytest.fixture
+def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigrationSystem]:
+    """A system with an empty ledger, for a test the other tests' traffic would hold up: the
+    rollback guard judges every reply of the last `window_s` (60 s at least), and the tests
+    before it send hundreds of good ones, which hid a failing LLM until they aged out (~50 s)."""
+    with _migration_system(tmp_path_factory.mktemp("migration-guard")) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -244,7 +265,8 @@ def test_rollback_mid_run_leaves_every_message_with_exactly_one_answer(
     assert second.status_code == 200 and second.json()["rollback"]["cancelled"] == 0
 
 
-def test_failing_llm_trips_the_automatic_rollback_and_alerts(system: MigrationSystem) -> None:
+def test_failing_llm_trips_the_automatic_rollback_and_alerts(own_system: MigrationSystem) -> None:
+    system = own_system
     guard = {"enabled": True, "min_sample": 10, "window_s": 60, "max_fallback_rate": 0.25}
     system.set_rollout(percentage=100, guard=guard)
     system.llm.faults.set(error_rate=0.5, error_status=500, seed=7)
@@ -269,9 +291,16 @@ def test_n8n_down_opens_the_circuit_and_the_new_pipeline_answers(system: Migrati
     system.set_rollout(percentage=0)
     system.n8n.faults.set(error_rate=1.0, error_status=500)
     conversations = [system.new_conversation() for _ in range(8)]
-    # Five failures in a row open the circuit; the next three never reach n8n.
+    # Five failures in a row open the circuit; the next three, sent well within its cooldown,
+    # never reach n8n.
     _send_each(system, conversations[:5], "Hi, is anyone there?")
-    _wait_all_answered(system, conversations[:5])
+    wait_until(
+        lambda: (
+            system.admin("GET", "migration-status").json()["n8n"]["circuit"]["position"] == "open"
+        ),
+        timeout=30,
+        what="n8n circuit open",
+    )
     _send_each(system, conversations[5:], "Hi, is anyone there?")
     _wait_all_answered(system, conversations)
     for conversation_id in conversations:

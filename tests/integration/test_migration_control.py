@@ -26,7 +26,7 @@ from app.domain.circuit import COOLDOWN_S, FAILURE_THRESHOLD, CircuitPosition
 from app.domain.events import InboundMessage
 from app.domain.jobs import JobKind, JobState, ReplyJob
 from app.domain.rollout import GuardThresholds, RolloutChange, bucket
-from app.forwarding import N8N_CIRCUIT
+from app.forwarding import N8N_CIRCUIT, CircuitBreaker
 from app.guard import GUARD_ACTOR, RolloutGuard
 from app.rollout import CACHE_TTL_S
 from app.sandbox.chatwoot import ChatwootSandbox
@@ -480,6 +480,66 @@ def test_circuit_opens_after_repeated_failures_and_recovers(
     assert len(n8n.received()) == FAILURE_THRESHOLD + 1
     assert services.store.get_circuit(N8N_CIRCUIT).position is CircuitPosition.CLOSED
     assert "ai_broker_n8n_circuit_open 0" in client.get("/metrics").text.splitlines()
+
+
+def test_the_breaker_waits_out_its_configured_cooldown(
+    make_services: Callable[..., Services],
+) -> None:
+    store = make_services(None).store
+    now = [1_000_000.0]
+    breaker = CircuitBreaker(store, "cooldown-test", cooldown_s=5.0, clock=lambda: now[0])
+    assert breaker.cooldown_s == 5.0
+    for _ in range(FAILURE_THRESHOLD):
+        breaker.record(success=False)
+    assert breaker.state().position is CircuitPosition.OPEN
+    now[0] += 4.99
+    assert not breaker.admit()
+    now[0] += 0.01
+    assert breaker.admit()  # 5 s, not the default 30 s
+    assert breaker.state().position is CircuitPosition.HALF_OPEN
+    assert not breaker.admit()  # the probe's slot is taken
+    assert breaker.record(success=False).position is CircuitPosition.OPEN
+    now[0] += 4.99
+    assert not breaker.admit()  # a failed probe starts the same cooldown again
+    now[0] += 0.01
+    assert breaker.admit()
+    assert breaker.record(success=True).position is CircuitPosition.CLOSED
+
+
+def test_the_receiver_uses_the_configured_circuit_cooldown(
+    make_services: Callable[..., Services], n8n: N8nSandbox, chatwoot: ChatwootSandbox
+) -> None:
+    """N8N_CIRCUIT_COOLDOWN_S reaches the receiver's breaker through build_services."""
+    services = make_services(n8n, n8n_circuit_cooldown_s=5.0)
+    assert services.forwarder is not None
+    assert services.forwarder.breaker.cooldown_s == 5.0
+
+    def opened_ago(seconds: float) -> None:
+        stored = services.store.get_circuit(N8N_CIRCUIT)
+        assert stored.position is CircuitPosition.OPEN
+        assert services.store.swap_circuit(
+            N8N_CIRCUIT,
+            expected_version=stored.version,
+            circuit=replace(stored, opened_at=time.time() - seconds),
+        )
+
+    with create_app(services=services).test_client() as client:
+        n8n.configure(chatwoot_url=None)  # n8n answers 500
+        for _ in range(FAILURE_THRESHOLD):
+            answer = post(client, customer_message(new_conversation(chatwoot)))
+            assert answer["reason"] == "n8n_failed"
+        n8n.configure(chatwoot_url=chatwoot.url)  # n8n is back
+
+        opened_ago(1.0)  # inside the configured 5 s
+        answer = post(client, customer_message(new_conversation(chatwoot)))
+        assert answer["reason"] == "n8n_circuit_open"
+        assert len(n8n.received()) == FAILURE_THRESHOLD
+
+        opened_ago(6.0)  # past the configured 5 s, far inside the default 30 s
+        probe = post(client, customer_message(new_conversation(chatwoot)))
+        assert probe["reason"] == "forwarded_to_n8n"
+        assert len(n8n.received()) == FAILURE_THRESHOLD + 1
+        assert services.store.get_circuit(N8N_CIRCUIT).position is CircuitPosition.CLOSED
 
 
 # -- shadow ---------------------------------------------------------------------------------

@@ -130,3 +130,15 @@ def test_transitions_keep_the_version_for_the_store_to_bump() -> None:
     circuit = Circuit(version=7)
     assert record(circuit, success=False, now=T0).version == 7
     assert admit(opened(), T0 + COOLDOWN_S)[1].version == 0
+
+
+@pytest.mark.parametrize("cooldown_s", [1.0, 5.0, 120.0])
+def test_cooldown_is_a_parameter(cooldown_s: float) -> None:
+    circuit = opened()
+    assert not admit(circuit, T0 + cooldown_s - 0.01, cooldown_s=cooldown_s)[0]
+    allowed, probing = admit(circuit, T0 + cooldown_s, cooldown_s=cooldown_s)
+    assert allowed and probing.position is CircuitPosition.HALF_OPEN
+    # A probe that fails opens it again for the same configured cooldown.
+    reopened = record(probing, success=False, now=T0 + cooldown_s + 1)
+    assert not admit(reopened, T0 + 2 * cooldown_s + 0.99, cooldown_s=cooldown_s)[0]
+    assert admit(reopened, T0 + 2 * cooldown_s + 1, cooldown_s=cooldown_s)[0]

@@ -16,6 +16,7 @@ import httpx
 import redis
 
 from app.adapters.chatwoot import ChatwootClient
+from app.adapters.http_pool import PooledHttp
 from app.adapters.n8n import N8nClient
 from app.adapters.redis_intake import RedisIntake
 from app.adapters.slack import LogNotifier, SlackNotifier
@@ -38,10 +39,10 @@ if TYPE_CHECKING:
     from tasks.pipeline import ReplyPipeline
 
 DEFAULT_BROKER_CAPACITY = 100
-# Idle connections each HTTP client keeps. httpcore checks every pooled connection on every
-# request (a readability poll each, and a scan that grows with the square of the pool), which
-# with a pool as large as the greenlet count cost a worker a third of its CPU. Bursts beyond this
-# open (and then close) extra connections, up to the pool's maximum.
+# Idle connections the openai SDK's client keeps. httpcore checks every pooled connection on
+# every request (a readability poll each, and a scan that grows with the square of the pool),
+# which with a pool as large as the greenlet count cost a worker a third of its CPU. Bursts
+# beyond this open (and then close) extra connections, up to the pool's maximum.
 KEEPALIVE_CONNECTIONS = 16
 
 
@@ -65,14 +66,12 @@ def build_chatwoot(settings: Settings, *, pool_size: int = 20) -> ChatwootClient
         return None
     assert settings.chatwoot_base_url and settings.chatwoot_account_id
     assert settings.chatwoot_api_token
-    http = httpx.Client(
-        timeout=httpx.Timeout(
-            settings.chatwoot_timeout_s, connect=min(5.0, settings.chatwoot_timeout_s)
-        ),
-        limits=httpx.Limits(
-            max_connections=pool_size,
-            max_keepalive_connections=min(pool_size, KEEPALIVE_CONNECTIONS),
-        ),
+    http = PooledHttp(
+        settings.chatwoot_base_url,
+        timeout_s=settings.chatwoot_timeout_s,
+        connect_timeout_s=min(5.0, settings.chatwoot_timeout_s),
+        # urllib3 looks only at the connection it hands out, so idle ones cost nothing.
+        max_idle=pool_size,
     )
     return ChatwootClient(
         http,
@@ -115,7 +114,8 @@ def build_forwarder(settings: Settings, store: Store) -> N8nForwarder | None:
         return None
     http = httpx.Client(timeout=httpx.Timeout(settings.n8n_timeout_s, connect=1.0))
     client = N8nClient(http, url=settings.n8n_webhook_url)
-    return N8nForwarder(client, CircuitBreaker(store, N8N_CIRCUIT))
+    breaker = CircuitBreaker(store, N8N_CIRCUIT, cooldown_s=settings.n8n_circuit_cooldown_s)
+    return N8nForwarder(client, breaker)
 
 
 def build_notifier(settings: Settings) -> SlackNotifier | LogNotifier:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -113,7 +114,7 @@ class Settings:
             supabase_url=env.text("SUPABASE_URL"),
             supabase_service_role_key=env.text("SUPABASE_SERVICE_ROLE_KEY"),
             supabase_db_url=env.text("SUPABASE_DB_URL"),
-            chatwoot_base_url=(env.text("CHATWOOT_BASE_URL") or "").rstrip("/") or None,
+            chatwoot_base_url=env.http_url("CHATWOOT_BASE_URL"),
             chatwoot_account_id=env.integer("CHATWOOT_ACCOUNT_ID", None, minimum=1),
             chatwoot_inbox_id=env.integer("CHATWOOT_INBOX_ID", None, minimum=1),
             chatwoot_api_token=env.text("CHATWOOT_API_TOKEN"),
@@ -205,6 +206,18 @@ class _Env:
             return None
         value = value.strip()
         return value or None
+
+    def http_url(self, name: str) -> str | None:
+        """An http(s) URL without its trailing slash; anything else stops the start-up."""
+        value = self.text(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"{name} must be an http(s) URL such as https://chatwoot.example.com, not {value!r}"
+            )
+        return value.rstrip("/")
 
     def boolean(self, name: str, default: bool) -> bool:
         value = self.text(name)

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openai
 from huey import SqliteHuey
 
 from app.adapters.chatwoot import ChatwootClient
+from app.adapters.http_pool import PooledHttp
 from app.adapters.llm import ReplyGenerator
 from app.domain.events import JOB_MARKER_KEY
 from app.domain.personas import fallback_reply, persona_by_slug
@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
 
     chatwoot = ChatwootClient(
-        httpx.Client(timeout=10.0),
+        PooledHttp(args.chatwoot_url, timeout_s=10.0, connect_timeout_s=5.0, max_idle=16),
         base_url=args.chatwoot_url,
         account_id=args.account_id,
         api_token=args.api_token,

@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
-import httpx
+from app.adapters.http_pool import HttpFailure, HttpReply, PooledHttp
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +106,13 @@ class ChatwootUnavailable(ChatwootError):
 class ChatwootClient:
     """Synchronous client for one Chatwoot account.
 
-    The caller owns `http` (and so its timeout, connection pool and lifetime).
+    The caller owns `http` (and so its timeouts, connection pool and lifetime); its origin is
+    Chatwoot's, and `base_url` may add a path prefix (Chatwoot behind a reverse proxy).
     """
 
     def __init__(
         self,
-        http: httpx.Client,
+        http: PooledHttp,
         *,
         base_url: str,
         account_id: int,
@@ -118,7 +120,8 @@ class ChatwootClient:
         bot_token: str | None = None,
     ) -> None:
         self._http = http
-        self._account_url = f"{base_url.rstrip('/')}/api/v1/accounts/{account_id}"
+        prefix = urlsplit(base_url).path.rstrip("/")
+        self._account_path = f"{prefix}/api/v1/accounts/{account_id}"
         self._api_token = api_token
         self._bot_token = bot_token or api_token
         self._secrets = tuple(t for t in (api_token, bot_token) if t)
@@ -368,57 +371,52 @@ class ChatwootClient:
     ) -> Any:
         """One request; returns the decoded JSON body or raises a `ChatwootError`."""
         where = f"{method} {path}"
+        headers = {"api_access_token": token, "Accept": "application/json"}
+        body = None
+        if json_body is not None:
+            body = json.dumps(json_body, separators=(",", ":")).encode()
+            headers["Content-Type"] = "application/json"
+        query = f"?{urlencode(params)}" if params else ""
         started = time.perf_counter()
         try:
             response = self._http.request(
-                method,
-                self._account_url + path,
-                params=params,
-                json=json_body,
-                headers={"api_access_token": token, "Accept": "application/json"},
+                method, self._account_path + path + query, body=body, headers=headers
             )
-        except httpx.TimeoutException as exc:
-            logger.warning("chatwoot %s timed out (%s)", where, type(exc).__name__)
+        except HttpFailure as exc:
+            if exc.timed_out:
+                logger.warning("chatwoot %s timed out (%s)", where, exc)
+                raise ChatwootUnavailable(f"Chatwoot {where}: timed out ({exc})") from None
+            logger.warning("chatwoot %s connection failed (%s)", where, exc)
             raise ChatwootUnavailable(
-                f"Chatwoot {where}: timed out ({type(exc).__name__})"
+                f"Chatwoot {where}: connection failed ({self._safe_text(str(exc))})"
             ) from None
-        except httpx.TransportError as exc:
-            logger.warning("chatwoot %s connection failed (%s)", where, type(exc).__name__)
-            raise ChatwootUnavailable(
-                f"Chatwoot {where}: connection failed ({type(exc).__name__}: "
-                f"{self._safe_text(str(exc))})"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ChatwootError(f"Chatwoot {where}: {type(exc).__name__}") from None
         elapsed_ms = (time.perf_counter() - started) * 1000
-        logger.debug("chatwoot %s -> %s in %.0f ms", where, response.status_code, elapsed_ms)
+        logger.debug("chatwoot %s -> %s in %.0f ms", where, response.status, elapsed_ms)
 
         if response.is_success:
             try:
-                return response.json()
+                return json.loads(response.body)
             except ValueError:
-                logger.warning(
-                    "chatwoot %s -> %s with a non-JSON body", where, response.status_code
-                )
+                logger.warning("chatwoot %s -> %s with a non-JSON body", where, response.status)
                 raise ChatwootUnavailable(
-                    f"Chatwoot {where} -> {response.status_code}: expected JSON, got "
+                    f"Chatwoot {where} -> {response.status}: expected JSON, got "
                     f"{response.headers.get('content-type') or 'no content type'}",
-                    status=response.status_code,
+                    status=response.status,
                 ) from None
 
         error = self._error_for(where, response)
         logger.warning(
             "chatwoot %s -> %s (%s, retryable=%s, retry_after=%s)",
             where,
-            response.status_code,
+            response.status,
             type(error).__name__,
             error.retryable,
             error.retry_after,
         )
         raise error
 
-    def _error_for(self, where: str, response: httpx.Response) -> ChatwootError:
-        status = response.status_code
+    def _error_for(self, where: str, response: HttpReply) -> ChatwootError:
+        status = response.status
         text, attributes = _error_details(response)
         message = f"Chatwoot {where} -> {status}: {self._safe_text(text)}"
         if status == 401:
@@ -450,13 +448,13 @@ class ChatwootClient:
         return text
 
 
-def _error_details(response: httpx.Response) -> tuple[str, list[str]]:
+def _error_details(response: HttpReply) -> tuple[str, list[str]]:
     """Chatwoot's error text (`error` or `message`) and validation `attributes`, if any."""
     raw = response.text
     try:
         body = json.loads(raw)
     except ValueError:
-        return raw.strip() or response.reason_phrase, []
+        return raw.strip() or response.reason, []
     if not isinstance(body, dict):
         return raw.strip(), []
     # `error` (most errors), `message` (validation), `errors` (devise: no token sent at all).
@@ -468,7 +466,7 @@ def _error_details(response: httpx.Response) -> tuple[str, list[str]]:
     return str(text).strip(), names
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: HttpReply) -> float | None:
     """`Retry-After` as seconds from now: delta-seconds or an HTTP-date; None if absent or bad."""
     value = response.headers.get("retry-after")
     if not value:

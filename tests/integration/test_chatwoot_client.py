@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 
 from app.adapters.chatwoot import (
@@ -20,6 +23,7 @@ from app.adapters.chatwoot import (
     ChatwootUnavailable,
     ChatwootValidationError,
 )
+from app.adapters.http_pool import PooledHttp
 from app.sandbox.chatwoot import ChatwootSandbox
 
 ACCOUNT_ID = 3
@@ -50,14 +54,19 @@ def sandbox(running_sandbox: ChatwootSandbox) -> ChatwootSandbox:
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=5.0) as client:
-        yield client
+def http(sandbox: ChatwootSandbox) -> Iterator[PooledHttp]:
+    client = http_for(sandbox.url)
+    yield client
+    client.close()
+
+
+def http_for(url: str, *, timeout_s: float = 5.0) -> PooledHttp:
+    return PooledHttp(url, timeout_s=timeout_s, connect_timeout_s=timeout_s, max_idle=4)
 
 
 def client_for(
     sandbox: ChatwootSandbox,
-    http: httpx.Client,
+    http: PooledHttp,
     *,
     api_token: str = USER_TOKEN,
     bot_token: str | None = BOT_TOKEN,
@@ -68,7 +77,7 @@ def client_for(
 
 
 @pytest.fixture
-def chatwoot(sandbox: ChatwootSandbox, http: httpx.Client) -> ChatwootClient:
+def chatwoot(sandbox: ChatwootSandbox, http: PooledHttp) -> ChatwootClient:
     return client_for(sandbox, http)
 
 
@@ -184,7 +193,7 @@ class LateSightingClient(ChatwootClient):
 
 
 def test_find_or_create_contact_returns_the_winner_when_create_races_into_a_duplicate(
-    sandbox: ChatwootSandbox, http: httpx.Client, lead: Any
+    sandbox: ChatwootSandbox, http: PooledHttp, lead: Any
 ) -> None:
     contact, _ = lead
     racing = LateSightingClient(
@@ -318,7 +327,7 @@ def test_send_message_posts_message_type_as_the_string_outgoing_with_the_bot_tok
 
 
 def test_send_message_without_a_bot_token_uses_the_user_token(
-    sandbox: ChatwootSandbox, http: httpx.Client, lead: Any
+    sandbox: ChatwootSandbox, http: PooledHttp, lead: Any
 ) -> None:
     _, conversation = lead
     chatwoot = client_for(sandbox, http, bot_token=None)
@@ -381,9 +390,7 @@ def test_find_message_with_marker_can_skip_private_notes(
     )
 
 
-def test_message_flood_is_a_retryable_validation_error(
-    http: httpx.Client,
-) -> None:
+def test_message_flood_is_a_retryable_validation_error() -> None:
     with ChatwootSandbox(
         account_id=ACCOUNT_ID,
         inbox_id=INBOX_ID,
@@ -393,7 +400,7 @@ def test_message_flood_is_a_retryable_validation_error(
         messages_per_minute_limit=2,
     ) as sandbox:
         _, conversation = sandbox.create_lead_conversation("A", "a@example.com", "+6580000001")
-        chatwoot = client_for(sandbox, http)
+        chatwoot = client_for(sandbox, http_for(sandbox.url))
         chatwoot.send_message(conversation["id"], "one")
         chatwoot.send_message(conversation["id"], "two")
 
@@ -412,7 +419,7 @@ def test_ping_succeeds_with_the_user_token(chatwoot: ChatwootClient) -> None:
 
 
 def test_bad_token_raises_auth_error_without_the_token(
-    sandbox: ChatwootSandbox, http: httpx.Client
+    sandbox: ChatwootSandbox, http: PooledHttp
 ) -> None:
     chatwoot = client_for(sandbox, http, api_token="not-a-real-token-xyz")
 
@@ -427,7 +434,7 @@ def test_bad_token_raises_auth_error_without_the_token(
 
 
 def test_bot_token_on_a_user_only_endpoint_raises_auth_error(
-    sandbox: ChatwootSandbox, http: httpx.Client, lead: Any
+    sandbox: ChatwootSandbox, http: PooledHttp, lead: Any
 ) -> None:
     _, conversation = lead
     bot_as_user = client_for(sandbox, http, api_token=BOT_TOKEN)
@@ -508,10 +515,9 @@ def test_timeout_raises_unavailable(sandbox: ChatwootSandbox, lead: Any) -> None
     _, conversation = lead
     sandbox.faults.set(timeout_rate=1.0, hang_s=5.0)
 
-    with httpx.Client(timeout=0.3) as impatient:
-        chatwoot = client_for(sandbox, impatient)
-        with pytest.raises(ChatwootUnavailable) as caught:
-            chatwoot.send_message(conversation["id"], "hello")
+    chatwoot = client_for(sandbox, http_for(sandbox.url, timeout_s=0.3))
+    with pytest.raises(ChatwootUnavailable) as caught:
+        chatwoot.send_message(conversation["id"], "hello")
 
     assert caught.value.status is None
     assert caught.value.retryable
@@ -523,10 +529,12 @@ def test_timeout_raises_unavailable(sandbox: ChatwootSandbox, lead: Any) -> None
         time.sleep(0.05)
 
 
-def test_connection_refused_raises_unavailable(http: httpx.Client) -> None:
+def test_connection_refused_raises_unavailable() -> None:
     with ChatwootSandbox(port=0) as stopped_soon:
         url = stopped_soon.url
-    chatwoot = ChatwootClient(http, base_url=url, account_id=ACCOUNT_ID, api_token=USER_TOKEN)
+    chatwoot = ChatwootClient(
+        http_for(url), base_url=url, account_id=ACCOUNT_ID, api_token=USER_TOKEN
+    )
 
     with pytest.raises(ChatwootUnavailable) as caught:
         chatwoot.ping()
@@ -535,23 +543,51 @@ def test_connection_refused_raises_unavailable(http: httpx.Client) -> None:
     assert USER_TOKEN not in str(caught.value)
 
 
-# ---------------------------------------------- responses the sandbox never gives (fake transport)
+# ---------------------------------------------- responses the sandbox never gives (a fixed server)
 
 
-def fake_chatwoot(response: httpx.Response) -> ChatwootClient:
-    transport = httpx.MockTransport(lambda request: response)
-    return ChatwootClient(
-        httpx.Client(transport=transport),
-        base_url="http://chatwoot.invalid",
-        account_id=ACCOUNT_ID,
-        api_token=USER_TOKEN,
-    )
+@contextmanager
+def fake_chatwoot(
+    status: int, body: str, headers: dict[str, str] | None = None
+) -> Iterator[ChatwootClient]:
+    """A server on 127.0.0.1 that gives every request the same answer."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            data = body.encode()
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield ChatwootClient(
+            http_for(url), base_url=url, account_id=ACCOUNT_ID, api_token=USER_TOKEN
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_non_json_success_body_raises_unavailable() -> None:
-    chatwoot = fake_chatwoot(httpx.Response(200, text="<html>maintenance</html>"))
-
-    with pytest.raises(ChatwootUnavailable, match="expected JSON") as caught:
+    with (
+        fake_chatwoot(200, "<html>maintenance</html>", {"Content-Type": "text/html"}) as chatwoot,
+        pytest.raises(ChatwootUnavailable, match="expected JSON, got text/html") as caught,
+    ):
         chatwoot.get_conversation(1)
 
     assert caught.value.retryable
@@ -559,13 +595,11 @@ def test_non_json_success_body_raises_unavailable() -> None:
 
 def test_retry_after_as_an_http_date_is_seconds_from_now() -> None:
     when = datetime.now(UTC) + timedelta(seconds=120)
-    chatwoot = fake_chatwoot(
-        httpx.Response(
-            503, text="Service Unavailable", headers={"Retry-After": format_datetime(when, True)}
-        )
-    )
-
-    with pytest.raises(ChatwootUnavailable) as caught:
+    retry_after = {"Retry-After": format_datetime(when, True)}
+    with (
+        fake_chatwoot(503, "Service Unavailable", retry_after) as chatwoot,
+        pytest.raises(ChatwootUnavailable) as caught,
+    ):
         chatwoot.ping()
 
     assert caught.value.retry_after is not None
@@ -573,11 +607,11 @@ def test_retry_after_as_an_http_date_is_seconds_from_now() -> None:
 
 
 def test_error_text_is_truncated_and_never_contains_the_token() -> None:
-    chatwoot = fake_chatwoot(
-        httpx.Response(422, json={"error": f"bad token {USER_TOKEN} " + "x" * 1000})
-    )
-
-    with pytest.raises(ChatwootValidationError) as caught:
+    body = json.dumps({"error": f"bad token {USER_TOKEN} " + "x" * 1000})
+    with (
+        fake_chatwoot(422, body, {"Content-Type": "application/json"}) as chatwoot,
+        pytest.raises(ChatwootValidationError) as caught,
+    ):
         chatwoot.ping()
 
     message = str(caught.value)

@@ -40,3 +40,27 @@ def test_a_bad_circuit_cooldown_is_a_configuration_error(value: str, message: st
     with pytest.raises(ConfigError) as raised:
         Settings.from_env({"N8N_CIRCUIT_COOLDOWN_S": value})
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("https://chatwoot.example.com/", "https://chatwoot.example.com"),
+        ("http://127.0.0.1:3000", "http://127.0.0.1:3000"),
+        ("https://example.com/chatwoot/", "https://example.com/chatwoot"),
+    ],
+)
+def test_the_chatwoot_url_loses_its_trailing_slash(value: str, expected: str) -> None:
+    assert Settings.from_env({"CHATWOOT_BASE_URL": value}).chatwoot_base_url == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["chatwoot.example.com", "ftp://chatwoot.example.com", "https://"]
+)
+def test_a_chatwoot_url_that_is_not_http_is_a_configuration_error(value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"CHATWOOT_BASE_URL": value})
+    assert str(raised.value) == (
+        "CHATWOOT_BASE_URL must be an http(s) URL such as https://chatwoot.example.com, "
+        f"not {value!r}"
+    )

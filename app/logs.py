@@ -59,7 +59,8 @@ def configure_logging(level: str = "INFO", fmt: str = "text", *, process: str = 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # Per-request lines from HTTP clients would drown the pipeline's own log.
-    # Huey logs three INFO lines per task; the pipeline logs what matters about each job.
-    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "openai", "huey"):
+    # Per-request lines from HTTP clients would drown the pipeline's own log, and urllib3's
+    # name the full URL, whose query may hold a customer's email or phone number (contact
+    # search). Huey logs three INFO lines per task; the pipeline logs what matters about each job.
+    for noisy in ("httpx", "httpx2", "httpcore", "httpcore2", "urllib3", "openai", "huey"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -1,10 +1,11 @@
-"""Keep-alive HTTP/1.1 connections to one origin, on urllib3, for the adapters called per reply.
+"""Keep-alive HTTP/1.1 connections to one origin, on urllib3, for the Chatwoot adapter.
 
 A reply makes three Chatwoot calls. Through httpx each cost about 1.1 ms of CPU here (its
 request and response models, then httpcore and h11 underneath); through urllib3, which builds
 on the standard library's HTTP parser, about 0.75 ms (docs/performance.md). This wrapper keeps
-the little an adapter needs: one origin, timeouts, a bounded pool, the proxy the environment
-names, certifi's certificate bundle as httpx used, and a response read in full.
+the little the adapter needs: one origin, timeouts, a pool with a bounded number of idle
+connections, the proxy the environment names, certifi's certificate bundle as httpx used, and a
+response read in full.
 
 There are no retries and no redirects here: the pipeline retries whole jobs, and its sends are
 idempotent (tasks/pipeline.py `_post_once`), so a retry inside the client would only stretch the

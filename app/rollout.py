@@ -1,13 +1,16 @@
 """Migration control: the live rollout state, changes with an audit trail, and rollback.
 
 Every receiver reads the state through a one-second cache, so a change reaches every process
-within about a second without a restart. Changes are compare-and-set with the audit row in the
-same transaction.
+within about a second without a restart. When the cache expires, one thread reads the state again
+while the others go on with the state it replaces: with Supabase that read is an HTTP call, and
+all of a process's threads making it at once put a round trip into a burst of acknowledgements
+every second. Changes are compare-and-set with the audit row in the same transaction.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +31,9 @@ from tasks.queue import JobQueue
 log = logging.getLogger(__name__)
 
 CACHE_TTL_S = 1.0
+# How long the other threads may go on with an expired state while one thread reads it again.
+# Past this every caller reads (and, with the store down, fails) as if there were no cache.
+STALE_WHILE_READING_S = 5.0
 _CAS_ATTEMPTS = 10
 ROLLBACK_FORWARD_THREADS = 8
 
@@ -63,8 +69,8 @@ class RolloutService:
         self._forwarder = forwarder
         self._queue = queue
         self._clock = clock
-        self._cached: RolloutState | None = None
-        self._cached_at = 0.0
+        self._cached: tuple[RolloutState, float] | None = None  # the state, when it was read
+        self._reading = threading.Lock()
 
     @property
     def n8n_configured(self) -> bool:
@@ -72,10 +78,26 @@ class RolloutService:
 
     def current(self, *, fresh: bool = False) -> RolloutState:
         now = time.monotonic()
-        if fresh or self._cached is None or now - self._cached_at >= CACHE_TTL_S:
-            self._cached = self._store.get_rollout(initial=self._initial)
-            self._cached_at = now
-        return self._cached
+        cached = self._cached
+        if cached is None or fresh:
+            return self._read(now)
+        state, read_at = cached
+        age = now - read_at
+        if age < CACHE_TTL_S:
+            return state
+        if age >= STALE_WHILE_READING_S:
+            return self._read(now)
+        if not self._reading.acquire(blocking=False):
+            return state  # another thread is reading it again
+        try:
+            return self._read(now)
+        finally:
+            self._reading.release()
+
+    def _read(self, now: float) -> RolloutState:
+        state = self._store.get_rollout(initial=self._initial)
+        self._cached = (state, now)
+        return state
 
     def route_for(self, conversation_id: int) -> Route:
         return self.current().route_for(conversation_id, n8n_configured=self.n8n_configured)
@@ -179,7 +201,7 @@ class RolloutService:
             if self._store.save_rollout(
                 after, expected=before, action=action, reason=reason, automatic=automatic
             ):
-                self._cached, self._cached_at = after, time.monotonic()
+                self._cached = (after, time.monotonic())
                 log.info("rollout %s by %s: %s (%s)", action, actor, _summary(after), reason)
                 return after
         raise StoreError("the rollout kept changing under us; try again")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import certifi
@@ -71,29 +72,18 @@ class PooledHttp:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) origin: {parts.scheme}://{parts.hostname}")
         self.origin = f"{parts.scheme}://{parts.netloc}"
-        timeout = urllib3.Timeout(connect=connect_timeout_s, read=timeout_s)
-        ca_certs = certifi.where() if parts.scheme == "https" else None
+        options: dict[str, Any] = {
+            "num_pools": 1,
+            "maxsize": max_idle,
+            "block": False,
+            "retries": False,
+            "timeout": urllib3.Timeout(connect=connect_timeout_s, read=timeout_s),
+            "ca_certs": certifi.where() if parts.scheme == "https" else None,
+        }
         proxy = _proxy_for(parts.scheme, parts.hostname)
-        self._pool: urllib3.PoolManager
-        if proxy:
-            self._pool = urllib3.ProxyManager(
-                proxy,
-                num_pools=1,
-                maxsize=max_idle,
-                block=False,
-                retries=False,
-                timeout=timeout,
-                ca_certs=ca_certs,
-            )
-        else:
-            self._pool = urllib3.PoolManager(
-                num_pools=1,
-                maxsize=max_idle,
-                block=False,
-                retries=False,
-                timeout=timeout,
-                ca_certs=ca_certs,
-            )
+        self._pool: urllib3.PoolManager = (
+            urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
+        )
 
     def request(
         self,

@@ -32,14 +32,6 @@ RECEIVED_AT = 1_700_000_000.5
 _ids = itertools.count(700_000)
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def buffer(
     data_dir: Path, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch

@@ -256,6 +256,7 @@ def _status(wired: Backend) -> Status:
     state = services.rollout.current(fresh=True)
     configured = services.rollout.n8n_configured
     health = pipeline_health(services.store, window_s=state.guard.window_s, now=now)
+    raw: dict[str, int] = {}
     try:
         raw = services.queue.depth()
         # Messages a receiver buffered in Redis are waiting for a worker just like ready tasks.
@@ -276,15 +277,20 @@ def _status(wired: Backend) -> Status:
         states=wired.analytics.state_counts(),
         overdue=wired.analytics.overdue(now=now),
         workers=tuple(wired.analytics.workers()),
-        parked=None if services.intake_buffer is None else parked_intake(services.intake_buffer),
+        parked=None
+        if services.intake_buffer is None
+        else parked_intake(services.intake_buffer, count=raw.get("intake_parked")),
     )
 
 
-def parked_intake(buffer: RedisIntake, *, limit: int = PARKED_SHOWN) -> ParkedIntake:
-    """The parked count and the oldest entries; a Redis failure becomes a message, since the
-    rest of the status still helps."""
+def parked_intake(
+    buffer: RedisIntake, *, count: int | None = None, limit: int = PARKED_SHOWN
+) -> ParkedIntake:
+    """The parked count (read here unless the queue depth already gave it) and the oldest
+    entries; a Redis failure becomes a message, since the rest of the status still helps."""
     try:
-        count = buffer.rejected()
+        if count is None:
+            count = buffer.rejected()
         oldest = buffer.parked(limit) if count else []
     except redis.RedisError as exc:
         log.warning("parked intake messages unavailable: %s", exc)

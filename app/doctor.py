@@ -14,6 +14,7 @@ import redis
 from app.adapters.redis_intake import RedisIntake
 from app.bootstrap import build_chatwoot, build_generator, build_store
 from app.config import ConfigError, Settings
+from app.store.psycopg_rpc import dsn_location
 from tasks.queue import build_huey
 
 CHECK_TIMEOUT_S = 5.0
@@ -67,7 +68,7 @@ def _check(name: str, required: bool, probe: Callable[[], str]) -> CheckResult:
 
 
 def _store(settings: Settings) -> str:
-    store = build_store(settings)
+    store = build_store(settings, pool_size=1)
     try:
         store.ping()
         now = time.time()
@@ -78,11 +79,12 @@ def _store(settings: Settings) -> str:
         store.close()
     if not brokers:
         raise ConfigError("no brokers: run `ai-broker brokers seed`")
-    where = (
-        f"Supabase {_without_credentials(settings.supabase_url)}"
-        if settings.uses_supabase and settings.supabase_url
-        else f"SQLite {settings.store_path}"
-    )
+    if settings.uses_postgres and settings.database_url:
+        where = f"PostgreSQL {dsn_location(settings.database_url)}"
+    elif settings.uses_supabase and settings.supabase_url:
+        where = f"Supabase {_without_credentials(settings.supabase_url)}"
+    else:
+        where = f"SQLite {settings.store_path}"
     return f"{where} (schema ok, functions ok, {len(brokers)} brokers)"
 
 
@@ -108,29 +110,43 @@ def _intake_durability(settings: Settings) -> str:
     try:
         buffer = RedisIntake(client)
         backlog, rejected = buffer.depth(), buffer.rejected()
-        try:
-            config = {**client.config_get("appendonly"), **client.config_get("appendfsync")}
-        except redis.ResponseError as exc:
-            raise ConfigError(
-                f"cannot read Redis's persistence settings ({exc}); make sure it runs with "
-                "appendonly yes and appendfsync always, or a Redis crash can lose up to a "
-                "second of accepted messages"
-            ) from exc
+        persistence = _persistence(client)
     finally:
         client.close()
-    where = f"{backlog} waiting, {rejected} parked"
-    if config.get("appendonly") != "yes" or config.get("appendfsync") != "always":
-        raise ConfigError(
-            f"Redis runs appendonly {config.get('appendonly')}, appendfsync "
-            f"{config.get('appendfsync')}: a Redis crash can lose accepted messages; set "
-            f"appendonly yes and appendfsync always ({where})"
+    problems = []
+    if isinstance(persistence, str):
+        problems.append(
+            f"could not check Redis's persistence ({persistence}); verify by hand, in the Redis "
+            "service's settings, that it persists append-only with fsync always (appendonly "
+            "yes, appendfsync always), or a Redis crash can lose accepted messages"
+        )
+    elif persistence != ("yes", "always"):
+        appendonly, appendfsync = persistence
+        problems.append(
+            f"Redis runs appendonly {appendonly}, appendfsync {appendfsync}: a Redis crash can "
+            "lose accepted messages; set appendonly yes and appendfsync always"
         )
     if rejected:
-        raise ConfigError(
-            f"{rejected} message(s) parked for an operator: see docs/runbook.md, Intake buffer "
-            f"({where})"
+        problems.append(
+            f"{rejected} message(s) parked for an operator: see docs/runbook.md, Intake buffer"
         )
+    where = f"{backlog} waiting, {rejected} parked"
+    if problems:
+        raise ConfigError(f"{'; '.join(problems)} ({where})")
     return f"Redis append-only, fsync always ({where})"
+
+
+def _persistence(client: redis.Redis) -> tuple[str, str] | str:
+    """Redis's (appendonly, appendfsync), or why they could not be read: managed services
+    (ElastiCache, Upstash, Redis Cloud) refuse CONFIG, rename it away or deny it to the user."""
+    try:
+        config = {**client.config_get("appendonly"), **client.config_get("appendfsync")}
+    except redis.ResponseError as exc:  # a NOPERM answer is a ResponseError too
+        return f"CONFIG GET refused: {exc}"
+    appendonly, appendfsync = config.get("appendonly"), config.get("appendfsync")
+    if appendonly is None or appendfsync is None:
+        return "CONFIG GET did not report appendonly and appendfsync"
+    return appendonly, appendfsync
 
 
 def _chatwoot(settings: Settings) -> str:

@@ -11,6 +11,10 @@ what supabase-py sends on behalf of the Supabase store, and answers the way Post
   lte like ilike is in`, `not.`), `order=`, `limit=`, `offset=`; inserts and upserts
   (`Prefer: resolution=…`, `on_conflict=`, `columns=`), `Prefer: return=…`, and singular
   responses (`Accept: application/vnd.pgrst.object+json`).
+- `max-rows` (Supabase's default 1,000): reads return at most `max_rows` rows, whatever `limit=`
+  asks, and `Content-Range` counts from `offset=`. As in PostgREST since v10, rows returned by
+  POST/PATCH/DELETE are not cut, and a function's result is cut only when it is SETOF: a single
+  value, such as one jsonb array, is one row.
 - The gateway's checks: an `apikey` header and `Authorization: Bearer` equal to the service
   key; each request then runs in one transaction (read-only for GET), as `db_role` when set
   (`service_role`, so the migration's grants are what is tested), with a small connection pool
@@ -269,12 +273,16 @@ class PostgrestSandbox(SandboxServer):
         db_role: str | None = None,
         pool_size: int = 10,
         pool_timeout_s: float = 10.0,
+        max_rows: int = 1000,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         super().__init__(host=host, port=port)
         if not service_key:
             raise ValueError("the PostgREST sandbox needs a service key to check requests against")
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        self._max_rows = max_rows
         self._service_key = service_key
         self._schema = schema
         self._db_role = db_role
@@ -383,7 +391,7 @@ class PostgrestSandbox(SandboxServer):
 
         def work(connection: psycopg.Connection[Any], cache: SchemaCache) -> Response:
             target = self._find_function(connection, cache, function, set(arguments))
-            return _call_function(connection, self._schema, target, arguments)
+            return _call_function(connection, self._schema, target, arguments, self._max_rows)
 
         return self._serve(work)
 
@@ -450,7 +458,7 @@ class PostgrestSandbox(SandboxServer):
                     "PGRST205",
                     f"Could not find the table '{self._schema}.{table}' in the schema cache",
                 )
-            query = _TableQuery(self._schema, target)
+            query = _TableQuery(self._schema, target, self._max_rows)
             return query.run(connection, request.method, body)
 
         return self._serve(work)
@@ -458,7 +466,11 @@ class PostgrestSandbox(SandboxServer):
 
 # -- calling functions --------------------------------------------------------------------------
 def _call_function(
-    connection: psycopg.Connection[Any], schema: str, function: Function, arguments: dict[str, Any]
+    connection: psycopg.Connection[Any],
+    schema: str,
+    function: Function,
+    arguments: dict[str, Any],
+    max_rows: int,
 ) -> Response:
     passed = [(name, sql_type) for name, sql_type in function.args if name in arguments]
     call = sql.SQL("{}.{}({})").format(
@@ -483,16 +495,20 @@ def _call_function(
     if function.returns_void:
         connection.execute(sql.SQL("SELECT {} {}").format(call, source), params)
         return _no_content(204)
+    # PostgREST caps every function result at max-rows; a non-SETOF one is a single row.
+    limit = sql.SQL("LIMIT {}").format(sql.Literal(max_rows))
     if function.returns_composite:
         # The function in FROM: its columns become the objects' keys.
         rows = sql.SQL("{}, LATERAL" if passed else "FROM").format(source)
-        query = sql.SQL("SELECT coalesce(json_agg(_pgrst_t), '[]')::text {} {} AS _pgrst_t").format(
-            rows, call
-        )
+        query = sql.SQL(
+            "SELECT coalesce(json_agg(_pgrst_t), '[]')::text "
+            "FROM (SELECT _pgrst_t.* {} {} AS _pgrst_t {}) AS _pgrst_t"
+        ).format(rows, call, limit)
     else:
         query = sql.SQL(
-            "SELECT coalesce(json_agg(_pgrst_s.v), '[]')::text FROM (SELECT {} AS v {}) AS _pgrst_s"
-        ).format(call, source)
+            "SELECT coalesce(json_agg(_pgrst_s.v), '[]')::text "
+            "FROM (SELECT {} AS v {} {}) AS _pgrst_s"
+        ).format(call, source, limit)
     (body,) = _fetch_one(connection, query, params)
     if not function.returns_set:
         # A single value or row: PostgREST sends it bare, not in an array.
@@ -512,8 +528,9 @@ def _fetch_one(
 class _TableQuery:
     """One table request: PostgREST's query grammar, turned into one SQL statement."""
 
-    def __init__(self, schema: str, table: Table) -> None:
+    def __init__(self, schema: str, table: Table, max_rows: int) -> None:
         self.table = table
+        self.max_rows = max_rows
         self.target = sql.Identifier(schema, table.name)
         self.params: list[Any] = []
         self.prefer = _preferences()
@@ -543,7 +560,9 @@ class _TableQuery:
         return self._respond(method, body_text, int(count))
 
     def _respond(self, method: str, body: str, count: int) -> Response:
-        headers = {"Content-Range": f"0-{count - 1}/*" if count else "*/*"}
+        # A read's range starts at its offset (PostgREST's rangeStatusHeader); writes' at 0.
+        first = self._offset() if method in ("GET", "HEAD") else 0
+        headers = {"Content-Range": f"{first}-{first + count - 1}/*" if count else "*/*"}
         if method in ("GET", "HEAD"):
             return self._representation(body, count, 200, headers)
         applied = [f"{k}={v}" for k, v in self.prefer.items() if k in ("return", "resolution")]
@@ -644,15 +663,21 @@ class _TableQuery:
         return sql.SQL("ORDER BY {}").format(sql.SQL(", ").join(terms))
 
     def _limit(self) -> sql.Composable:
-        clauses = []
-        for name, keyword in (("limit", "LIMIT"), ("offset", "OFFSET")):
-            raw = request.args.get(name)
-            if raw is None:
-                continue
-            if not raw.isdigit():
-                raise _parse_error(raw, f"{name} must be a non-negative integer")
-            clauses.append(sql.SQL(f"{keyword} {int(raw)}"))
-        return sql.SQL(" ").join(clauses)
+        # max-rows is a hard cap: a larger `limit=` is cut to it (PostgREST's restrictRange).
+        requested = self._non_negative("limit")
+        limit = self.max_rows if requested is None else min(requested, self.max_rows)
+        return sql.SQL("LIMIT {} OFFSET {}").format(sql.Literal(limit), sql.Literal(self._offset()))
+
+    def _offset(self) -> int:
+        return self._non_negative("offset") or 0
+
+    def _non_negative(self, name: str) -> int | None:
+        raw = request.args.get(name)
+        if raw is None:
+            return None
+        if not raw.isdigit():
+            raise _parse_error(raw, f"{name} must be a non-negative integer")
+        return int(raw)
 
     # -- writes --------------------------------------------------------------------------------
     def _payload_columns(self, rows: list[dict[str, Any]]) -> list[str]:

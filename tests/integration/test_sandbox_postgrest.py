@@ -53,6 +53,15 @@ INSERT INTO items (name, price, tags, extra, seen) VALUES
     ('tea', 1700000000.0, '{hot,"with milk"}', '{"a": 1}', '2024-01-02 03:04:05+00'),
     ('cake', 0.30000000000000004, NULL, NULL, NULL),
     ('a,b', 2.5, '{}', '[]', NULL);
+-- More rows than Supabase's max-rows (1,000), and the three ways a function can return them.
+CREATE TABLE many (n integer PRIMARY KEY, note text);
+INSERT INTO many (n) SELECT generate_series(1, 1500);
+CREATE FUNCTION many_rows() RETURNS SETOF many
+    LANGUAGE sql STABLE AS $$ SELECT * FROM many ORDER BY n $$;
+CREATE FUNCTION many_numbers() RETURNS SETOF integer
+    LANGUAGE sql STABLE AS $$ SELECT n FROM many ORDER BY n $$;
+CREATE FUNCTION many_as_jsonb() RETURNS jsonb
+    LANGUAGE sql STABLE AS $$ SELECT jsonb_agg(n ORDER BY n) FROM many $$;
 """
 
 
@@ -283,6 +292,54 @@ def test_writes_and_preferences(http: httpx.Client) -> None:
     )
     assert sorted(row["name"] for row in deleted.json()) == ["bun", "roll", "scone"]
     assert http.delete("/items", params={"name": "eq.bun"}).status_code == 204
+
+
+# -- max-rows -------------------------------------------------------------------------------
+def test_reads_are_cut_at_max_rows(http: httpx.Client) -> None:
+    def read(**params: str) -> tuple[list[int], str]:
+        response = http.get("/many", params={"select": "n", "order": "n", **params})
+        assert response.status_code == 200, response.text
+        return [row["n"] for row in response.json()], response.headers["content-range"]
+
+    assert read() == (list(range(1, 1001)), "0-999/*")
+    # max-rows is a hard cap: a larger limit is cut to it, a smaller one is kept.
+    assert read(limit="5000") == (list(range(1, 1001)), "0-999/*")
+    assert read(limit="10") == (list(range(1, 11)), "0-9/*")
+    # The cap counts from the offset, and so does Content-Range.
+    assert read(limit="5000", offset="100") == (list(range(101, 1101)), "100-1099/*")
+    assert read(offset="1400") == (list(range(1401, 1501)), "1400-1499/*")
+    assert read(offset="1500") == ([], "*/*")
+
+
+def test_setof_functions_are_cut_like_reads(http: httpx.Client) -> None:
+    rows = http.post("/rpc/many_rows", json={}).json()
+    assert [row["n"] for row in rows] == list(range(1, 1001))
+    assert http.get("/rpc/many_numbers").json() == list(range(1, 1001))
+
+
+def test_one_jsonb_value_is_not_cut(http: httpx.Client) -> None:
+    response = http.post("/rpc/many_as_jsonb", json={})
+    assert response.status_code == 200
+    assert response.json() == list(range(1, 1501))
+
+
+def test_rows_returned_by_writes_are_not_cut(http: httpx.Client) -> None:
+    # PostgREST stopped applying max-rows to POST/PATCH/DELETE in v10 (its issue #2155).
+    representation = {"Prefer": "return=representation"}
+    patched = http.patch(
+        "/many", params={"select": "n"}, json={"note": "seen"}, headers=representation
+    )
+    assert patched.status_code == 200
+    assert [row["n"] for row in patched.json()] == list(range(1, 1501))
+    assert patched.headers["content-range"] == "0-1499/*"
+    upserted = http.post(
+        "/many",
+        params={"on_conflict": "n", "select": "n"},
+        json=[{"n": n, "note": None} for n in range(1, 1501)],
+        headers={"Prefer": "resolution=merge-duplicates,return=representation"},
+    )
+    assert upserted.status_code == 201
+    assert len(upserted.json()) == 1500
 
 
 # -- through supabase-py --------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""A redis-server of the test's own (append-only, on a free port) that the test may restart."""
+"""A redis-server of the test's own (append-only, on a free port) that the test may restart.
+
+`refuse_config=True` renames CONFIG away, as managed Redis services (ElastiCache, Upstash) do.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,9 @@ from tests.support.system import free_port
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, refuse_config: bool = False) -> None:
         self.directory = directory
+        self.refuse_config = refuse_config
         self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
         executable = shutil.which("redis-server")
@@ -45,6 +49,7 @@ class RedisServer:
                 "",
                 "--logfile",
                 str(self.directory / "redis.log"),
+                *(["--rename-command", "CONFIG", ""] if self.refuse_config else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -23,11 +23,16 @@ from app.adapters.slack import LogNotifier, SlackNotifier
 from app.config import ConfigError, Settings, initial_rollout
 from app.counters import BufferedCounters
 from app.domain.personas import PERSONAS
+from app.domain.reply_plan import ReplyPlanner
 from app.forwarding import N8N_CIRCUIT, CircuitBreaker, N8nForwarder
 from app.intake import WebhookIntake
 from app.leads import LeadIntake
 from app.rollout import RolloutService
+from app.store.analytics import Analytics, SqliteAnalytics
+from app.store.analytics_postgres import PostgresAnalytics
 from app.store.base import Store
+from app.store.postgres import PostgresStore
+from app.store.psycopg_rpc import create_postgres_rpc
 from app.store.sqlite import SqliteStore
 from app.store.supabase import create_supabase_store
 from app.webhook_auth import WebhookAuth
@@ -46,16 +51,33 @@ DEFAULT_BROKER_CAPACITY = 100
 KEEPALIVE_CONNECTIONS = 16
 
 
-def build_store(settings: Settings) -> Store:
+def build_store(settings: Settings, *, pool_size: int | None = None) -> Store:
+    if settings.database_url:
+        rpc = create_postgres_rpc(
+            settings.database_url,
+            pool_size=pool_size or settings.database_pool_size,
+            transaction_mode=None
+            if settings.database_pool_mode is None
+            else settings.database_pool_mode == "transaction",
+        )
+        return PostgresStore(rpc)
     if settings.uses_supabase:
         assert settings.supabase_url and settings.supabase_service_role_key
         return create_supabase_store(settings.supabase_url, settings.supabase_service_role_key)
     return SqliteStore(settings.store_path)
 
 
+def build_analytics(settings: Settings, store: Store) -> Analytics:
+    """The console's aggregate queries, on the same database as `store` (and, on PostgreSQL,
+    the same connections)."""
+    if isinstance(store, PostgresStore):
+        return PostgresAnalytics(store.transport)
+    return SqliteAnalytics(settings.store_path)
+
+
 def prepare_store(store: Store) -> None:
     """Make the store ready and the five brokers present. SQLite creates its schema here (the
-    embedded default needs no set-up); Supabase only checks it (`ai-broker db init` applies
+    embedded default needs no set-up); PostgreSQL only checks it (`ai-broker db init` applies
     the migrations)."""
     store.init_schema()
     store.seed_brokers(PERSONAS, max_concurrent_chats=DEFAULT_BROKER_CAPACITY)
@@ -128,6 +150,7 @@ def build_notifier(settings: Settings) -> SlackNotifier | LogNotifier:
 class Services:
     settings: Settings
     store: Store
+    analytics: Analytics
     queue: HueyJobQueue
     webhook_auth: WebhookAuth
     intake: WebhookIntake
@@ -193,13 +216,22 @@ def build_services(settings: Settings, *, worker: bool = False) -> Services:
     services = Services(
         settings=settings,
         store=store,
+        analytics=build_analytics(settings, store),
         queue=queue,
         webhook_auth=WebhookAuth(
             secret=settings.chatwoot_webhook_secret,
             token=settings.webhook_token,
             allow_unauthenticated=settings.allow_unauthenticated_webhooks,
         ),
-        intake=WebhookIntake(store, queue, rollout, forwarder, counters, buffer=buffer),
+        intake=WebhookIntake(
+            store,
+            queue,
+            rollout,
+            forwarder,
+            counters,
+            planner=ReplyPlanner(scale=settings.response_delay_scale),
+            buffer=buffer,
+        ),
         counters=counters,
         rollout=rollout,
         forwarder=forwarder,

@@ -15,16 +15,11 @@ if TYPE_CHECKING:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "worker":
-        from gevent import monkey
-
-        # select stays the real one: our libraries only poll it with a zero timeout (httpcore
-        # asks whether each pooled connection is still open, on every request), which gevent's
-        # version turns into a hub switch and a timer each time. Everything that blocks goes
-        # through sockets, locks and sleeps, which are patched.
-        monkey.patch_all(select=False)
+        prepare_worker_process()
 
     from app.config import ConfigError, Settings
     from app.logs import configure_logging
+    from app.store.base import StoreError
 
     try:
         settings = Settings.from_env()
@@ -33,8 +28,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"ai-broker {args.command}: configuration error: {exc}\n")
         return 2
+    except StoreError as exc:
+        sys.stderr.write(f"ai-broker {args.command}: store error: {exc}\n")
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def prepare_worker_process() -> None:
+    """gevent for the worker's greenlets, before anything opens a socket or starts a thread."""
+    from gevent import monkey
+
+    # select stays the real one: our libraries only poll it with a zero timeout (httpcore
+    # asks whether each pooled connection is still open, on every request), which gevent's
+    # version turns into a hub switch and a timer each time. Everything that blocks goes
+    # through sockets, locks and sleeps, which are patched, and psycopg's waits are made
+    # gevent's (it would otherwise block every greenlet while a query runs).
+    monkey.patch_all(select=False)
+    from app.store.psycopg_rpc import cooperate_with_gevent
+
+    cooperate_with_gevent()
 
 
 def _web(settings: Settings, _: argparse.Namespace) -> int:
@@ -78,25 +91,28 @@ def _doctor(settings: Settings, _: argparse.Namespace) -> int:
 def _db_init(settings: Settings, args: argparse.Namespace) -> int:
     from app.bootstrap import build_store
 
-    if settings.uses_supabase or args.dsn:
+    dsn = args.dsn or settings.database_url or settings.supabase_db_url
+    if dsn or settings.uses_supabase:
         from app.store.postgres_migrations import apply_migrations, migration_sql
 
-        dsn = args.dsn or settings.supabase_db_url
         if not dsn:
             sys.stdout.write(migration_sql())
             sys.stderr.write(
                 "\nThe SQL above is the store's migration. Run it in the Supabase SQL editor, "
-                "or give a Postgres connection string (SUPABASE_DB_URL or --dsn) to apply it.\n"
+                "or give a Postgres connection string (DATABASE_URL, SUPABASE_DB_URL or --dsn) "
+                "to apply it.\n"
             )
             return 0
         applied = apply_migrations(dsn)
         sys.stdout.write(f"migrations applied: {', '.join(applied) or 'none (up to date)'}\n")
-        if not settings.uses_supabase:
+        if not (settings.uses_postgres or settings.uses_supabase):
             return 0
-    store = build_store(settings)
-    store.init_schema()
-    where = settings.supabase_url if settings.uses_supabase else settings.store_path
-    sys.stdout.write(f"schema ready in {where}\n")
+    store = build_store(settings, pool_size=1)
+    try:
+        store.init_schema()
+    finally:
+        store.close()
+    sys.stdout.write(f"schema ready in {settings.store_description}\n")
     return 0
 
 
@@ -104,9 +120,12 @@ def _brokers_seed(settings: Settings, args: argparse.Namespace) -> int:
     from app.bootstrap import build_store
     from app.domain.personas import PERSONAS
 
-    store = build_store(settings)
-    store.init_schema()
-    inserted = store.seed_brokers(PERSONAS, max_concurrent_chats=args.capacity)
+    store = build_store(settings, pool_size=1)
+    try:
+        store.init_schema()
+        inserted = store.seed_brokers(PERSONAS, max_concurrent_chats=args.capacity)
+    finally:
+        store.close()
     sys.stdout.write(f"{inserted} broker(s) added, {len(PERSONAS) - inserted} already present\n")
     return 0
 
@@ -149,8 +168,12 @@ def _parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="store schema").add_subparsers(
         dest="db_command", required=True, metavar="SUBCOMMAND"
     )
-    init = db.add_parser("init", help="create the schema (Supabase: apply or print the SQL)")
-    init.add_argument("--dsn", default=None, help="Postgres connection string (Supabase)")
+    init = db.add_parser(
+        "init", help="create the schema (PostgreSQL: apply the migrations; Supabase: or print them)"
+    )
+    init.add_argument(
+        "--dsn", default=None, help="PostgreSQL connection string (default: DATABASE_URL)"
+    )
     init.set_defaults(run=_db_init)
     brokers = commands.add_parser("brokers", help="broker personas").add_subparsers(
         dest="brokers_command", required=True, metavar="SUBCOMMAND"

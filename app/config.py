@@ -35,6 +35,9 @@ class Settings:
     supabase_url: str | None = None
     supabase_service_role_key: str | None = field(default=None, repr=False)
     supabase_db_url: str | None = field(default=None, repr=False)
+    database_url: str | None = field(default=None, repr=False)
+    database_pool_size: int = 10
+    database_pool_mode: str | None = None  # session | transaction; None: from the port
 
     chatwoot_base_url: str | None = None
     chatwoot_account_id: int | None = None
@@ -84,8 +87,23 @@ class Settings:
         return self.data_dir / "queue.db"
 
     @property
+    def uses_postgres(self) -> bool:
+        """The store on PostgreSQL over psycopg (DATABASE_URL wins over SUPABASE_URL)."""
+        return bool(self.database_url)
+
+    @property
     def uses_supabase(self) -> bool:
-        return bool(self.supabase_url and self.supabase_service_role_key)
+        """The store on Supabase's REST API (only when no DATABASE_URL is set)."""
+        return bool(not self.database_url and self.supabase_url and self.supabase_service_role_key)
+
+    @property
+    def store_description(self) -> str:
+        """Which store, for logs and `doctor` (never a credential)."""
+        if self.uses_postgres:
+            return "PostgreSQL (DATABASE_URL)"
+        if self.uses_supabase:
+            return f"Supabase {self.supabase_url}"
+        return f"SQLite {self.store_path}"
 
     @property
     def chatwoot_configured(self) -> bool:
@@ -114,6 +132,9 @@ class Settings:
             supabase_url=env.text("SUPABASE_URL"),
             supabase_service_role_key=env.text("SUPABASE_SERVICE_ROLE_KEY"),
             supabase_db_url=env.text("SUPABASE_DB_URL"),
+            database_url=env.postgres_url("DATABASE_URL"),
+            database_pool_size=env.integer("DATABASE_POOL_SIZE", 10, minimum=1, maximum=200) or 10,
+            database_pool_mode=env.choice("DATABASE_POOL_MODE", ("session", "transaction")),
             chatwoot_base_url=env.http_url("CHATWOOT_BASE_URL"),
             chatwoot_account_id=env.integer("CHATWOOT_ACCOUNT_ID", None, minimum=1),
             chatwoot_inbox_id=env.integer("CHATWOOT_INBOX_ID", None, minimum=1),
@@ -218,6 +239,26 @@ class _Env:
                 f"{name} must be an http(s) URL such as https://chatwoot.example.com, not {value!r}"
             )
         return value.rstrip("/")
+
+    def postgres_url(self, name: str) -> str | None:
+        """A PostgreSQL connection string: a postgres(ql):// URL or key=value pairs."""
+        value = self.text(name)
+        if value is None:
+            return None
+        if "://" in value and urlsplit(value).scheme not in ("postgres", "postgresql"):
+            raise ConfigError(
+                f"{name} must be a PostgreSQL connection string such as "
+                "postgresql://user:password@host:5432/postgres"
+            )
+        return value
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        if value.lower() not in options:
+            raise ConfigError(f"{name} must be one of {', '.join(options)}, not {value!r}")
+        return value.lower()
 
     def boolean(self, name: str, default: bool) -> bool:
         value = self.text(name)

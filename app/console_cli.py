@@ -42,16 +42,6 @@ def streamlit_command(settings: Settings) -> list[str]:
     ]
 
 
-def check_store(settings: Settings) -> None:
-    """The console's aggregate queries exist for the embedded SQLite store only (so far)."""
-    if settings.uses_supabase:
-        raise ConfigError(
-            "SUPABASE_URL is set, but the console's charts and searches are built for the "
-            "embedded SQLite store only (app/store/analytics.py); run the console without "
-            "SUPABASE_URL against DATA_DIR, or wait for the Supabase analytics"
-        )
-
-
 def check_access(settings: Settings, secrets: Mapping[str, object]) -> None:
     """ConfigError unless the console would ask everyone to log in."""
     config = access_config(settings, secrets)
@@ -84,13 +74,12 @@ def run_console(
         secrets = read_secrets(secrets_files(APP.parent, Path.cwd()))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"Streamlit secrets could not be read: {exc}") from exc
-    check_store(settings)
     check_access(settings, secrets)
     command = streamlit_command(settings)
     log.info(
-        "console: http://%s:%d (store %s)",
+        "console: http://%s:%d (store: %s)",
         settings.host,
         settings.console_port,
-        settings.store_path,
+        settings.store_description,
     )
     execute(command[0], command, dict(os.environ if environ is None else environ))

@@ -7,9 +7,8 @@ rollback is idempotent, and once the percentage is 0 there is nothing left to gu
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol
 
 from app.domain.health import PipelineHealth, guard_verdict
@@ -36,19 +35,11 @@ def pipeline_health(store: Store, *, window_s: float, now: float | None = None) 
         failed=stats.failed,
         sent=stats.sent,
         fallbacks=stats.fallbacks,
-        p50_latency_s=percentile(stats.latencies_s, 0.50),
-        p95_latency_s=percentile(stats.latencies_s, 0.95),
+        p50_latency_s=stats.p50_s,
+        p95_latency_s=stats.p95_s,
         backlog=stats.backlog,
         workers_alive=len(alive),
     )
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
-    """Nearest-rank percentile of an ascending sequence."""
-    if not sorted_values:
-        return None
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 class RolloutGuard:

@@ -6,8 +6,10 @@ conversation to humans). One durable write is the commitment:
   buffer (app/adapters/redis_intake.py: dedupe and push in one Lua call); a worker records it in
   the ledger moments later (`admit_buffered`). If Redis cannot take it, the ledger write below is
   the commitment instead, so a Redis outage costs speed, never a message;
-- otherwise the ledger write is: once it returns, the message will be answered even if the
-  enqueue fails, because the reaper re-enqueues stale queued jobs.
+- otherwise the ledger write is: one store call records the message, assigns its broker,
+  holds the broker's capacity and schedules the reply (`admit_inbound`); once it returns, the
+  message will be answered even if the enqueue fails, because the reaper re-enqueues stale
+  jobs.
 
 Routing (INTERFACE.md, Rollout): a conversation's bucket decides n8n or the new pipeline. A
 message for n8n is forwarded from here, with a short timeout behind a circuit breaker — it needs
@@ -35,6 +37,8 @@ from app.domain.events import (
     classify_event,
     foreign_reply_text,
 )
+from app.domain.jobs import JobState, ReplyJob
+from app.domain.reply_plan import ReplyPlanner
 from app.domain.rollout import Route
 from app.forwarding import N8nForwarder
 from app.rollout import RolloutService
@@ -70,10 +74,12 @@ class WebhookIntake:
         forwarder: N8nForwarder | None,
         counters: BufferedCounters,
         *,
+        planner: ReplyPlanner,
         buffer: IntakeBuffer | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters = counters
+        self._planner = planner
         self._buffer = buffer
         self._store = store
         self._queue = queue
@@ -178,16 +184,17 @@ class WebhookIntake:
         *,
         received_at: float | None = None,
     ) -> IntakeResult:
-        outcome = self._store.record_inbound(
+        # Recorded, assigned and scheduled in one store call: the worker only answers it.
+        outcome = self._store.admit_inbound(
             message,
             delivery_id=delivery_id,
             now=received_at if received_at is not None else self._clock(),
-            route=Route.NEW,
+            plan=self._planner.for_message(message.content or ""),
             route_reason=reason,
             payload=raw.decode("utf-8", errors="replace"),
         )
         if outcome.status is InboundStatus.RECORDED and outcome.job is not None:
-            self._enqueue(outcome.job.id)
+            self._hand_on(outcome.job)
             return IntakeResult("accepted", reason or outcome.reason, outcome.job.id, Route.NEW)
         if outcome.status is InboundStatus.DUPLICATE:
             return IntakeResult("duplicate", outcome.reason)
@@ -261,9 +268,23 @@ class WebhookIntake:
         )
         return IntakeResult("accepted" if paired else "ignored", "n8n_reply")
 
-    def _enqueue(self, job_id: str) -> None:
+    def _hand_on(self, job: ReplyJob) -> None:
+        """A scheduled reply to the worker for when its delay is over; a job still queued (its
+        broker is full) to the worker's prepare, which retries; a skipped one to nobody."""
+        if job.state is JobState.WAITING:
+            due = job.due_at if job.due_at is not None and job.due_at > self._clock() else None
+            self._enqueue(job.id, respond_at=due, respond=True)
+        elif job.state is JobState.QUEUED:
+            self._enqueue(job.id)
+
+    def _enqueue(
+        self, job_id: str, *, respond: bool = False, respond_at: float | None = None
+    ) -> None:
         try:
-            self._queue.enqueue_prepare(job_id)
+            if respond:
+                self._queue.enqueue_respond(job_id, at=respond_at)
+            else:
+                self._queue.enqueue_prepare(job_id)
         except Exception:
             log.exception("job=%s recorded but not enqueued; the reaper will pick it up", job_id)
 

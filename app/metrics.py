@@ -125,15 +125,16 @@ def render_metrics(
             "1 while the new pipeline is paused",
             [("", int(rollout.queue_paused))],
         )
-    latencies = store.reply_latencies(since=now - LATENCY_WINDOW_S)
+    histogram = store.reply_latency_histogram(
+        since=now - LATENCY_WINDOW_S, bounds_s=LATENCY_BUCKETS_S
+    )
     lines.append("# HELP ai_broker_reply_latency_seconds Customer message to reply sent, last hour")
     lines.append("# TYPE ai_broker_reply_latency_seconds histogram")
-    for bound in LATENCY_BUCKETS_S:
-        count = sum(1 for value in latencies if value <= bound)
+    for bound, count in zip(histogram.bounds_s, histogram.cumulative, strict=True):
         lines.append(f'ai_broker_reply_latency_seconds_bucket{{le="{bound}"}} {count}')
-    lines.append(f'ai_broker_reply_latency_seconds_bucket{{le="+Inf"}} {len(latencies)}')
-    lines.append(f"ai_broker_reply_latency_seconds_sum {sum(latencies):.3f}")
-    lines.append(f"ai_broker_reply_latency_seconds_count {len(latencies)}")
+    lines.append(f'ai_broker_reply_latency_seconds_bucket{{le="+Inf"}} {histogram.count}')
+    lines.append(f"ai_broker_reply_latency_seconds_sum {histogram.sum_s:.3f}")
+    lines.append(f"ai_broker_reply_latency_seconds_count {histogram.count}")
     return "\n".join(lines) + "\n"
 
 

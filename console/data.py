@@ -1,9 +1,10 @@
 """The console's one data-access module: everything a page shows or changes goes through here.
 
-- `st.cache_resource` holds one backend per configuration: the Services (store, queue, rollout)
-  and the SQL aggregates (`SqliteAnalytics`). Store calls run on the backend's own small thread
-  pool: Streamlit starts a new thread for every script run, and the SQLite store keeps one
-  connection per thread, so calling it from script threads would open a connection per rerun.
+- `st.cache_resource` holds one backend per configuration: the Services (store, queue, rollout
+  and the SQL aggregates, `Analytics`: SQLite's or PostgreSQL's, whichever store is configured).
+  Store calls run on the backend's own small thread pool: Streamlit starts a new thread for every
+  script run, and the SQLite aggregates keep one connection per thread, so calling them from
+  script threads would open a connection per rerun.
 - `st.cache_data(ttl=...)` holds the aggregates (charts, tables) for a few seconds; every action
   clears them, so an operator sees the effect of their own change at once.
 - Actions take the operator's identity and leave an audit trail: rollout changes, rollbacks and
@@ -41,6 +42,7 @@ from app.guard import HEARTBEAT_STALE_S, pipeline_health
 from app.logs import configure_logging
 from app.rollout import RollbackResult
 from app.store.analytics import (
+    Analytics,
     BrokerReplies,
     Buckets,
     ComparisonFilter,
@@ -53,7 +55,6 @@ from app.store.analytics import (
     OperatorAction,
     OutcomeBucket,
     PercentageStep,
-    SqliteAnalytics,
     TrafficBucket,
     WindowStats,
     WorkerStatus,
@@ -109,12 +110,17 @@ class Backend:
         self.settings = settings
         self._pool = ThreadPoolExecutor(DB_THREADS, thread_name_prefix="console-db")
         self.services: Services = self._pool.submit(self._build, settings).result()
-        self.analytics = SqliteAnalytics(settings.store_path)
+        self.analytics: Analytics = self.services.analytics
 
     @staticmethod
     def _build(settings: Settings) -> Services:
         services = build_services(settings)
-        prepare_store(services.store)
+        try:
+            prepare_store(services.store)
+        except Exception:
+            # The next run builds a new backend: this one's connections must not linger.
+            services.store.close()
+            raise
         return services
 
     def run(self, call: Callable[[], T]) -> T:
@@ -131,17 +137,10 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-def start(current: Settings) -> str | None:
-    """Once per process: the log set-up of the other ai-broker processes. Returns why the
-    console cannot run on this configuration, or None."""
+def start(current: Settings) -> None:
+    """Once per process: the log set-up of the other ai-broker processes."""
     if not config.get_option("global.appTest"):  # under AppTest, pytest owns the logging
         _configure_logging(current.log_level, current.log_format)
-    if current.uses_supabase:
-        return (
-            "SUPABASE_URL is set, but the console's charts and searches are built for the "
-            "embedded SQLite store only: run the console without SUPABASE_URL."
-        )
-    return None
 
 
 @st.cache_resource(show_spinner=False)
@@ -161,7 +160,7 @@ def _close_backend(value: Backend) -> None:
 
 @st.cache_resource(show_spinner=False, on_release=_close_backend)
 def _backend(key: str, _settings: Settings) -> Backend:
-    log.info("opening the store at %s", _settings.store_path)
+    log.info("opening the store: %s", _settings.store_description)
     return Backend(_settings)
 
 
@@ -171,7 +170,7 @@ def key() -> str:
     return repr(settings())
 
 
-def _analytics() -> tuple[Backend, SqliteAnalytics]:
+def _analytics() -> tuple[Backend, Analytics]:
     wired = backend()
     return wired, wired.analytics
 
@@ -645,6 +644,15 @@ def set_verdict(actor: str, comparison_id: int, verdict: Verdict, note: str) -> 
         )
     )
     if stored:
+        wired.run(
+            lambda: wired.analytics.record_operator_action(
+                actor=actor,
+                action="verdict",
+                target=f"comparison {comparison_id}",
+                reason=f"{verdict.value}: {note.strip()[:200]}",
+                now=time.time(),
+            )
+        )
         log.info("%s rated comparison %s %s", actor, comparison_id, verdict.value)
     invalidate()
     return stored

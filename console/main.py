@@ -12,6 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app.store.base import StoreError
 from console import auth, data, widgets
 
 VIEWS = Path(__file__).parent / "views"
@@ -24,11 +25,8 @@ st.set_page_config(
 )
 
 settings = data.settings()
-problem = data.start(settings)
+data.start(settings)
 operator = auth.require_operator(settings)
-if problem:
-    st.error(problem)
-    st.stop()
 
 navigation = st.navigation(
     [
@@ -58,8 +56,18 @@ navigation = st.navigation(
     ]
 )
 
-with st.sidebar:
+try:
     current = data.status()
+except StoreError as exc:
+    # The store is down or not set up: say so and what to do, never a traceback.
+    st.error(
+        f"The store did not answer: {exc}. Check that the database is up, then reload "
+        "this page; `ai-broker doctor` checks every dependency.",
+        icon=":material/database_off:",
+    )
+    st.stop()
+
+with st.sidebar:
     rollout = current.rollout
     st.markdown("**Rollout**")
     st.markdown(

@@ -44,11 +44,18 @@ from app.domain.personas import (
     persona_by_slug,
 )
 from app.domain.prompt import build_system_prompt
+from app.domain.reply_plan import ReplyPlanner
 from app.domain.rollout import bucket
-from app.domain.urgency import EscalationReason, analyze_message_urgency, escalation_reason
+from app.domain.urgency import EscalationReason, escalation_reason
 from app.rollout import RolloutService
 from app.store.base import Store, StoreError
-from app.store.models import NOT_DUE, BrokerConversation, ClaimStatus, ConversationStatus
+from app.store.models import (
+    NOT_DUE,
+    BrokerConversation,
+    ClaimStatus,
+    ConversationStatus,
+    SendGate,
+)
 from tasks.lease import LeaseKeeper
 from tasks.queue import JobQueue
 
@@ -69,6 +76,10 @@ class PipelineSettings:
 
 class LeaseLost(Exception):
     """The job is no longer ours (cancelled, or reaped after our lease expired)."""
+
+
+class ConversationTaken(Exception):
+    """A human has the conversation now; the store has skipped the job."""
 
 
 class ReplyPipeline:
@@ -95,12 +106,18 @@ class ReplyPipeline:
         self._worker_id = worker_id
         self._clock = clock
         self._sleep = sleep
-        self._rng = rng or random.Random()
+        self._planner = ReplyPlanner(
+            scale=settings.response_delay_scale,
+            greeting_delay_s=settings.greeting_delay_s,
+            rng=rng,
+        )
         # When each job this process is running last took or renewed its lease (by job id).
         self._lease_taken_at: dict[str, float] = {}
 
     # -- prepare -----------------------------------------------------------------------------
     def prepare(self, job_id: str) -> None:
+        """For a job the receiver could not schedule at once: its broker was full, n8n gave it
+        back, a greeting, or the reaper found it queued."""
         job = self._store.get_job(job_id)
         if job is None or job.state is not JobState.QUEUED:
             return
@@ -110,47 +127,25 @@ class ReplyPipeline:
         if job.kind is JobKind.SHADOW:
             self._prepare_shadow(job, now)
             return
-        conversation = self._store.get_conversation(job.conversation_id)
-        if conversation is None:
-            # The customer wrote without the lead form: the least-loaded broker takes them.
-            conversation = self._store.assign_broker(job.conversation_id, None, now=now)
-        if conversation.status is not ConversationStatus.BOT:
-            self._store.finish_job(
-                job.id,
-                owner=None,
-                state=JobState.SKIPPED,
-                now=now,
-                error=f"conversation {conversation.status.value}",
-            )
+        plan = (
+            self._planner.for_greeting()
+            if job.kind is JobKind.GREETING
+            else self._planner.for_message(job.inbound_content or "")
+        )
+        scheduled = self._store.schedule_job(job.id, plan=plan, now=now)
+        if scheduled is None or scheduled.state is JobState.SKIPPED:
             return
-        if not self._store.hold_capacity(job.id, conversation.broker_id, now=now):
-            log.info("job=%s broker=%s at capacity; retrying", job.id, conversation.broker_id)
+        if scheduled.state is JobState.QUEUED:
+            log.info("job=%s broker at capacity; retrying", job.id)
             self._queue.enqueue_prepare(job.id, at=now + self._settings.capacity_retry_s)
             return
-        persona = persona_by_slug(conversation.broker_id)
-        scale = self._settings.response_delay_scale
-        if job.kind is JobKind.GREETING:
-            delay_s, escalation = self._settings.greeting_delay_s * scale, None
-        else:
-            analysis = analyze_message_urgency(
-                job.inbound_content or "", persona, scale=scale, jitter=self._rng.random()
-            )
-            delay_s = analysis.response_delay_s
-            escalation = analysis.escalate_reason.value if analysis.escalate_reason else None
-        prepared = self._store.prepare_job(
-            job.id,
-            broker_id=conversation.broker_id,
-            delay_s=delay_s,
-            escalation_reason=escalation,
-            now=now,
+        log.info(
+            "job=%s conversation=%s delay=%.2fs", job.id, job.conversation_id, scheduled.delay_s
         )
-        if prepared is None:
-            return
-        log.info("job=%s conversation=%s delay=%.2fs", job.id, job.conversation_id, delay_s)
-        if delay_s <= 0:
+        if scheduled.due_at is None or scheduled.due_at <= now:
             self.respond(job.id)
         else:
-            self._queue.enqueue_respond(job.id, at=prepared.due_at)
+            self._queue.enqueue_respond(job.id, at=scheduled.due_at)
 
     def _prepare_shadow(self, job: ReplyJob, now: float) -> None:
         """Shadow replies skip the human-like delay and hold no capacity: nobody waits for them
@@ -170,8 +165,6 @@ class ReplyPipeline:
 
     # -- respond -----------------------------------------------------------------------------
     def respond(self, job_id: str) -> None:
-        if self._paused():
-            return
         now = self._clock()
         claim = self._store.claim_job(
             job_id,
@@ -192,11 +185,16 @@ class ReplyPipeline:
         self._lease_taken_at[job.id] = now
         try:
             with LeaseKeeper(job.id, lambda: self._renewed(job), interval_s=self._renew_every_s):
-                self._run_claimed(job, claim.batch)
+                self._run_claimed(job, claim.batch, claim.conversation)
         finally:
             self._lease_taken_at.pop(job.id, None)
 
-    def _run_claimed(self, job: ReplyJob, batch: Sequence[ReplyJob]) -> None:
+    def _run_claimed(
+        self,
+        job: ReplyJob,
+        batch: Sequence[ReplyJob],
+        conversation: BrokerConversation | None,
+    ) -> None:
         try:
             if job.kind is JobKind.SHADOW:
                 self._answer_shadow(job)
@@ -204,7 +202,9 @@ class ReplyPipeline:
                 # The reply attempts are spent; an earlier apology did not get through yet.
                 self._give_up(job, job.error or "earlier attempts failed", None)
             else:
-                self._answer(job, batch)
+                self._answer(job, batch, conversation or self._conversation(job))
+        except ConversationTaken as taken:
+            log.info("job=%s skipped: %s took the conversation meanwhile", job.id, taken)
         except LeaseLost:
             log.warning("job=%s lease lost; another worker or an operator has it", job.id)
         except ChatwootError as exc:
@@ -245,8 +245,9 @@ class ReplyPipeline:
         self._finish(job, JobState.RECORDED, reply_text=text, used_fallback=used_fallback)
         log.info("shadow job=%s conversation=%s recorded", job.id, job.conversation_id)
 
-    def _answer(self, job: ReplyJob, batch: Sequence[ReplyJob]) -> None:
-        conversation = self._conversation(job)
+    def _answer(
+        self, job: ReplyJob, batch: Sequence[ReplyJob], conversation: BrokerConversation
+    ) -> None:
         persona = persona_by_slug(conversation.broker_id)
         remote = self._chatwoot.get_conversation(job.conversation_id)
         takeover = _human_takeover_reason(remote)
@@ -281,36 +282,26 @@ class ReplyPipeline:
             used_fallback, fallback_reason = generated.used_fallback, generated.fallback_reason
 
         self._renew(job)
-        self._wait_for_send_slot(job)
-        latest = self._conversation(job)
-        if latest.status is not ConversationStatus.BOT:
-            # A human took over while we were writing (the receiver recorded it).
-            self._finish(job, JobState.SKIPPED, error=f"conversation {latest.status.value}")
-            return
+        # The last check (a human may have taken over while we were writing) and the send
+        # slot come with the send stamp, in _post_once.
         message_id = self._post_once(job, text, marker=job.id, private=False)
         if escalation is not None:
             self._hand_off(job, persona, escalation.value)
         state = JobState.HANDED_OFF if escalation is not None else JobState.SENT
-        self._finish(
-            job,
-            state,
+        if not self._store.complete_job(
+            job.id,
+            owner=self._worker_id,
+            state=state,
+            now=self._clock(),
+            broker_id=conversation.broker_id,
+            customer_messages=sum(1 for j in batch if j.kind is JobKind.REPLY),
+            handoff_reason=escalation.value if escalation else None,
             reply_text=text,
             reply_message_id=message_id,
             used_fallback=used_fallback,
             fallback_reason=fallback_reason,
-        )
-        now = self._clock()
-        self._store.record_delivered_reply(
-            job.conversation_id,
-            conversation.broker_id,
-            customer_messages=sum(1 for j in batch if j.kind is JobKind.REPLY),
-            handoff_reason=escalation.value if escalation else None,
-            now=now,
-        )
-        if escalation is not None:
-            self._store.set_conversation_status(
-                job.conversation_id, ConversationStatus.HANDED_OFF, escalation.value, now=now
-            )
+        ):
+            raise LeaseLost(job.id)
         log.info(
             "job=%s conversation=%s %s batch=%d fallback=%s",
             job.id,
@@ -344,14 +335,18 @@ class ReplyPipeline:
     def _post_once(self, job: ReplyJob, text: str, *, marker: str, private: bool) -> int:
         """Post a message carrying `marker`, unless an earlier attempt already did.
 
-        `begin_send` stamps the job before the first POST; if a later run finds the stamp, the
-        earlier POST may have reached Chatwoot even though we never saw its answer, so we look for
-        the marker before posting again.
+        A reply goes through `start_send`, which stamps the job before the first POST; if a
+        later run finds the stamp, the earlier POST may have reached Chatwoot even though we
+        never saw its answer, so we look for the marker before posting again. A private note
+        (the handoff's) follows a reply this run has just stamped, so it skips the store and
+        always looks for its marker.
         """
-        before = self._store.begin_send(job.id, owner=self._worker_id, now=self._clock())
-        if before is None:
-            raise LeaseLost(job.id)
-        if before.send_started_at is not None or private:
+        if private:
+            earlier_attempt = True
+        else:
+            before = self._start_send(job)
+            earlier_attempt = before.send_started_at is not None
+        if earlier_attempt:
             existing = self._chatwoot.find_message_with_marker(
                 job.conversation_id, JOB_MARKER_KEY, marker
             )
@@ -362,6 +357,25 @@ class ReplyPipeline:
             job.conversation_id, text, private=private, content_attributes={JOB_MARKER_KEY: marker}
         )
         return int(sent["id"])
+
+    def _start_send(self, job: ReplyJob) -> ReplyJob:
+        """The job as it was before its send stamp, once the send rate allows a post."""
+        while True:
+            start = self._store.start_send(
+                job.id,
+                owner=self._worker_id,
+                rate_per_s=self._settings.send_rate_per_s,
+                now=self._clock(),
+            )
+            if start.gate is SendGate.GO and start.job is not None:
+                return start.job
+            if start.gate is SendGate.WAIT:
+                self._sleep(start.wait_s)
+                self._renew(job)
+                continue
+            if start.gate is SendGate.NOT_BOT:
+                raise ConversationTaken(start.reason)
+            raise LeaseLost(job.id)
 
     def _hand_off(self, job: ReplyJob, persona: BrokerPersona, reason: str) -> None:
         now_iso = dt.datetime.fromtimestamp(self._clock(), tz=dt.UTC).isoformat()
@@ -403,7 +417,7 @@ class ReplyPipeline:
                 job, failure_apology(persona), marker=job.id, private=False
             )
             self._hand_off(job, persona, "ai_failure")
-        except LeaseLost:
+        except (LeaseLost, ConversationTaken):
             return
         except Exception as exc:  # noqa: BLE001 - retried, then recorded for an operator
             handoff_error = f"{error}; handoff failed: {_describe(exc)}"
@@ -419,20 +433,23 @@ class ReplyPipeline:
                 )
                 return
             self._finish(job, JobState.FAILED, error=handoff_error, error_detail=detail)
-        else:
-            self._finish(
-                job, JobState.FAILED, reply_message_id=apology_id, error=error, error_detail=detail
+            self._store.set_conversation_status(
+                job.conversation_id, ConversationStatus.HANDED_OFF, "ai_failure", now=self._clock()
             )
-            self._store.record_delivered_reply(
-                job.conversation_id,
-                persona.slug,
-                customer_messages=1 if job.kind is JobKind.REPLY else 0,
-                handoff_reason="ai_failure",
-                now=self._clock(),
-            )
-        self._store.set_conversation_status(
-            job.conversation_id, ConversationStatus.HANDED_OFF, "ai_failure", now=self._clock()
-        )
+            return
+        if not self._store.complete_job(
+            job.id,
+            owner=self._worker_id,
+            state=JobState.FAILED,
+            now=self._clock(),
+            broker_id=persona.slug,
+            customer_messages=1 if job.kind is JobKind.REPLY else 0,
+            handoff_reason="ai_failure",
+            reply_message_id=apology_id,
+            error=error,
+            error_detail=detail,
+        ):
+            raise LeaseLost(job.id)
 
     def _retry(
         self,
@@ -496,16 +513,6 @@ class ReplyPipeline:
             return
         if not self._renewed(job):
             raise LeaseLost(job.id)
-
-    def _wait_for_send_slot(self, job: ReplyJob) -> None:
-        while True:
-            wait_s = self._store.acquire_send_slot(
-                self._settings.send_rate_per_s, now=self._clock()
-            )
-            if wait_s <= 0:
-                return
-            self._sleep(wait_s)
-            self._renew(job)
 
     def _finish(self, job: ReplyJob, state: JobState, **fields: Any) -> None:
         if not self._store.finish_job(

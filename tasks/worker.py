@@ -19,7 +19,6 @@ import uuid
 from app.bootstrap import Services, build_notifier, build_services, prepare_store
 from app.config import Settings
 from app.guard import RolloutGuard
-from app.store.analytics import SqliteAnalytics
 from app.store.models import ReapAction, WorkerHeartbeat
 from tasks.intake_drain import IntakeDrainer
 
@@ -41,12 +40,6 @@ class Maintenance:
         self._last_guard = 0.0
         self._guard = RolloutGuard(
             services.store, services.rollout, build_notifier(services.settings)
-        )
-        # Broker workload over time for the console (the embedded store only, for now).
-        self._analytics = (
-            None
-            if services.settings.uses_supabase
-            else SqliteAnalytics(services.settings.store_path)
         )
         self._last_sample = 0.0
 
@@ -71,9 +64,10 @@ class Maintenance:
                 self._services.queue.enqueue_respond(job.job_id, at=at)
         if reaped:
             log.warning("reaper re-enqueued %d job(s) whose task was lost", len(reaped))
-        if self._analytics is not None and now - self._last_sample >= SAMPLE_EVERY_S:
+        if now - self._last_sample >= SAMPLE_EVERY_S:
+            # Broker workload over time, for the console's Brokers page.
             self._last_sample = now
-            self._analytics.sample_brokers(now)
+            self._services.analytics.sample_brokers(now)
         if now - self._last_guard >= GUARD_EVERY_S:
             self._last_guard = now
             self._guard.check()

@@ -1,11 +1,21 @@
-"""Aggregate queries for the operations console, over the embedded SQLite store.
+"""Aggregate queries for the operations console: the `Analytics` port, its records, and the
+embedded SQLite store's implementation.
 
-Every figure the console charts is computed here in SQL (bucketed counts, nearest-rank
-percentiles with window functions, paged searches), so a page never loads the whole ledger into
-Python. The SQL keeps to what PostgreSQL also runs (integer bucket arithmetic, ROW_NUMBER/COUNT
-windows, LIMIT/OFFSET), so the Supabase backend can offer the same class.
+Every figure the console charts is computed in SQL (bucketed counts, nearest-rank percentiles,
+paged searches), so a page never loads the whole ledger into Python. PostgreSQL has the same
+queries as functions (app/store/migrations/0003_console.sql, called by
+app/store/analytics_postgres.py), and both backends return identical records
+(tests/integration/test_analytics_contract.py). What keeps them identical:
 
-Two small tables belong to the console and are created here on first use:
+- a time bucket is (whole seconds of t - start) div size: CAST truncates here, floor() there
+  (PostgreSQL's CAST rounds);
+- percentiles are nearest rank: the smallest value whose rank r has r/n >= q;
+- rows come in a total order (ties broken by id, text in byte order, PostgreSQL's "C"
+  collation), and text search folds ASCII letters only (SQLite's LIKE);
+- averages go through `rounded_mean` (the databases sum floats differently);
+- the workload thinning's slot length is integer arithmetic in both.
+
+Two small tables belong to the console (schema.sql, and migration 0003 for PostgreSQL):
 `broker_samples` (each broker's workload once a minute, written by the worker's maintenance loop
 through `sample_brokers`) and `operator_actions` (retries and cancellations from the console;
 rollout changes and pauses go to `rollout_audit` through the RolloutService).
@@ -20,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from app.store.base import StoreError
 from app.store.models import Comparison
@@ -30,28 +40,12 @@ SAMPLE_RETENTION_S = 7 * 86400
 LIST_TEXT_CHARS = 120  # message and error excerpts in ledger lists
 HISTOGRAM_BINS = 10
 EXPORT_LIMIT = 50_000
+# Averages are rounded to this many significant digits on every backend: float sums depend on
+# the order and the algorithm (SQLite >= 3.43 compensates, PostgreSQL sums plainly), so the
+# last bits of an unrounded average would differ between backends.
+MEAN_DIGITS = 10
 
 _T = TypeVar("_T")
-
-_CONSOLE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS broker_samples (
-    sampled_at REAL NOT NULL,
-    broker_id  TEXT NOT NULL,
-    workload   INTEGER NOT NULL,
-    capacity   INTEGER NOT NULL,
-    PRIMARY KEY (broker_id, sampled_at)
-);
-CREATE INDEX IF NOT EXISTS broker_samples_at ON broker_samples (sampled_at);
-CREATE TABLE IF NOT EXISTS operator_actions (
-    id     INTEGER PRIMARY KEY AUTOINCREMENT,
-    at     REAL NOT NULL,
-    actor  TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS operator_actions_target ON operator_actions (target, id);
-"""
 
 # What a finished job counts as on the throughput chart.
 _OUTCOME_SQL = (
@@ -337,6 +331,97 @@ class OperatorAction:
     reason: str
 
 
+# -- the port ----------------------------------------------------------------------------------
+class Analytics(Protocol):
+    """The console's (and the worker's sampling) aggregate queries over the store's database:
+    `SqliteAnalytics` for the embedded store, `PostgresAnalytics` for PostgreSQL and Supabase.
+    Every backend returns the same records for the same ledger."""
+
+    def close(self) -> None: ...
+
+    # -- the queue and the workers -----------------------------------------------------------
+    def state_counts(self) -> dict[str, int]:
+        """Ledger jobs by state (all time)."""
+        ...
+
+    def overdue(self, *, now: float, overdue_s: float = 30.0) -> int:
+        """Jobs queued or waiting past their due time by more than `overdue_s`: the backlog."""
+        ...
+
+    def unsent_replies(self) -> int:
+        """New-pipeline replies a rollback would cancel now."""
+        ...
+
+    def workers(self) -> list[WorkerStatus]:
+        """Every worker that ever beat, the latest first (ties by worker id)."""
+        ...
+
+    # -- throughput, latency, traffic ----------------------------------------------------------
+    def outcomes(self, buckets: Buckets) -> list[OutcomeBucket]:
+        """Finished jobs per bucket by outcome (by finish time), every bucket."""
+        ...
+
+    def latencies(self, buckets: Buckets) -> list[LatencyBucket]:
+        """p50 and p95 of customer message -> reply, for the buckets that have replies."""
+        ...
+
+    def window_stats(self, *, since: float, until: float) -> WindowStats: ...
+
+    def traffic(self, buckets: Buckets) -> list[TrafficBucket]:
+        """Customer messages per bucket (by arrival) by route, every bucket."""
+        ...
+
+    def percentage_steps(self, *, since: float) -> list[PercentageStep]: ...
+
+    # -- brokers -----------------------------------------------------------------------------
+    def sample_brokers(self, now: float) -> int:
+        """Record every active broker's workload now; drop samples older than a week."""
+        ...
+
+    def workload_history(self, *, since: float, max_points: int = 300) -> list[WorkloadSample]:
+        """By broker id, then time."""
+        ...
+
+    def broker_activity(self, *, since: float, until: float) -> list[BrokerActivity]:
+        """By broker id."""
+        ...
+
+    def broker_conversations(self) -> list[BrokerConversations]:
+        """By broker id."""
+        ...
+
+    def broker_replies(self, buckets: Buckets) -> list[BrokerReplies]:
+        """By bucket, then broker id."""
+        ...
+
+    # -- the ledger --------------------------------------------------------------------------
+    def search_jobs(self, query: JobFilter, *, offset: int = 0, limit: int = 50) -> JobPage: ...
+
+    def job_detail(self, job_id: str) -> JobDetail | None: ...
+
+    # -- shadow comparisons ------------------------------------------------------------------
+    def comparisons(
+        self, query: ComparisonFilter, *, offset: int = 0, limit: int = 20
+    ) -> ComparisonPage: ...
+
+    def comparison_summary(self, query: ComparisonFilter) -> ComparisonSummary: ...
+
+    def export_comparisons(
+        self, query: ComparisonFilter, *, limit: int = EXPORT_LIMIT
+    ) -> list[Comparison]: ...
+
+    def comparison_bounds(self) -> tuple[float, float] | None: ...
+
+    # -- operator actions --------------------------------------------------------------------
+    def record_operator_action(
+        self, *, actor: str, action: str, target: str, reason: str, now: float
+    ) -> None: ...
+
+    def operator_actions(
+        self, *, target: str | None = None, limit: int = 50
+    ) -> list[OperatorAction]: ...
+
+
 # -- queries -----------------------------------------------------------------------------------
 class SqliteAnalytics:
     """Read-mostly aggregate queries over `store.db`; one connection per thread (Streamlit runs
@@ -348,7 +433,6 @@ class SqliteAnalytics:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        self._schema_ready = False
 
     # -- connections -------------------------------------------------------------------------
     def _connection(self) -> sqlite3.Connection:
@@ -365,9 +449,6 @@ class SqliteAnalytics:
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
-        if not self._schema_ready:
-            connection.executescript(_CONSOLE_SCHEMA)
-            self._schema_ready = True
         return connection
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
@@ -426,7 +507,7 @@ class SqliteAnalytics:
 
     def workers(self) -> list[WorkerStatus]:
         """Every worker that ever beat, alive or not (the caller judges by `seen_at`)."""
-        rows = self._rows("SELECT * FROM worker_heartbeats ORDER BY seen_at DESC")
+        rows = self._rows("SELECT * FROM worker_heartbeats ORDER BY seen_at DESC, worker_id")
         return [_record(WorkerStatus, row) for row in rows]
 
     # -- throughput, latency, traffic ----------------------------------------------------------
@@ -525,10 +606,11 @@ class SqliteAnalytics:
         """The configured percentage over time: the value in force at `since`, then every
         change after it (from the rollout audit)."""
         before = self._rows(
-            "SELECT at, after FROM rollout_audit WHERE at < ? ORDER BY at DESC LIMIT 1", (since,)
+            "SELECT at, after FROM rollout_audit WHERE at < ? ORDER BY at DESC, id DESC LIMIT 1",
+            (since,),
         )
         after = self._rows(
-            "SELECT at, after FROM rollout_audit WHERE at >= ? ORDER BY at", (since,)
+            "SELECT at, after FROM rollout_audit WHERE at >= ? ORDER BY at, id", (since,)
         )
         steps = [PercentageStep(since, _percentage(row["after"])) for row in before]
         steps.extend(PercentageStep(row["at"], _percentage(row["after"])) for row in after)
@@ -560,7 +642,8 @@ class SqliteAnalytics:
         )[0]
         if span["first"] is None:
             return []
-        slot = max(1, int((span["last"] - span["first"]) // max_points) + 1)
+        # Integer arithmetic (floor(x) div n == floor(x / n)), as PostgreSQL computes it.
+        slot = max(1, int(span["last"] - span["first"]) // max_points + 1)
         start = int(since)
         rows = self._rows(
             "SELECT (CAST(sampled_at AS INTEGER) - ?) / ? AS slot, broker_id, "
@@ -571,7 +654,10 @@ class SqliteAnalytics:
         # Every broker's points share the slot grid, so they line up on one time axis.
         return [
             WorkloadSample(
-                start + row["slot"] * slot, row["broker_id"], row["workload"], row["capacity"]
+                float(start + row["slot"] * slot),
+                row["broker_id"],
+                row["workload"],
+                row["capacity"],
             )
             for row in rows
         ]
@@ -584,7 +670,8 @@ class SqliteAnalytics:
             "COALESCE(SUM(state = 'failed'), 0) AS failures, "
             "COALESCE(SUM(state = 'sent' AND used_fallback = 1), 0) AS fallbacks "
             "FROM reply_jobs WHERE finished_at >= ? AND finished_at < ? "
-            "AND broker_id IS NOT NULL AND kind IN ('reply', 'greeting') GROUP BY broker_id",
+            "AND broker_id IS NOT NULL AND kind IN ('reply', 'greeting') "
+            "GROUP BY broker_id ORDER BY broker_id",
             (since, until),
         )
         return [_record(BrokerActivity, row) for row in rows]
@@ -594,7 +681,7 @@ class SqliteAnalytics:
             "SELECT broker_id, COALESCE(SUM(status = 'bot'), 0) AS bot, "
             "COALESCE(SUM(status = 'handed_off'), 0) AS handed_off, "
             "COALESCE(SUM(status = 'human'), 0) AS human "
-            "FROM broker_conversations GROUP BY broker_id"
+            "FROM broker_conversations GROUP BY broker_id ORDER BY broker_id"
         )
         return [_record(BrokerConversations, row) for row in rows]
 
@@ -603,7 +690,7 @@ class SqliteAnalytics:
             "SELECT (CAST(finished_at AS INTEGER) - ?) / ? AS b, broker_id, COUNT(*) AS n "
             "FROM reply_jobs WHERE finished_at >= ? AND finished_at < ? "
             "AND state IN ('sent', 'handed_off') AND broker_id IS NOT NULL "
-            "GROUP BY b, broker_id ORDER BY b",
+            "GROUP BY b, broker_id ORDER BY b, broker_id",
             (buckets.start, buckets.size_s, buckets.start, buckets.end),
         )
         return [
@@ -686,7 +773,10 @@ class SqliteAnalytics:
         histogram = [0] * HISTOGRAM_BINS
         for item in bins:
             histogram[int(item["bin"])] = int(item["n"])
-        return ComparisonSummary(**dict(row), histogram=tuple(histogram))
+        values = dict(row)
+        for name in ("avg_similarity", "avg_new_latency_ms", "avg_n8n_latency_ms"):
+            values[name] = rounded_mean(values[name])
+        return ComparisonSummary(**values, histogram=tuple(histogram))
 
     def export_comparisons(
         self, query: ComparisonFilter, *, limit: int = EXPORT_LIMIT
@@ -754,7 +844,7 @@ def _job_where(query: JobFilter) -> tuple[str, list[Any]]:
         if value is not None:
             clauses.append(clause)
             params.append(value)
-    text = (query.text or "").strip()
+    text = search_text(query)
     if text:
         # A job id, or its first characters, or words of the customer's message.
         clauses.append("(id LIKE ? ESCAPE '\\' OR inbound_content LIKE ? ESCAPE '\\')")
@@ -777,6 +867,16 @@ def _comparison_where(query: ComparisonFilter) -> tuple[str, list[Any]]:
     if query.unrated:
         clauses.append("verdict IS NULL")
     return (f"WHERE {' AND '.join(clauses)}" if clauses else "", params)
+
+
+def rounded_mean(value: float | None) -> float | None:
+    """An average as every backend reports it: MEAN_DIGITS significant digits."""
+    return None if value is None else float(f"{value:.{MEAN_DIGITS}g}")
+
+
+def search_text(query: JobFilter) -> str | None:
+    """The job search's text, trimmed; None when there is nothing to search for."""
+    return (query.text or "").strip() or None
 
 
 def _escape_like(text: str) -> str:

@@ -1,20 +1,21 @@
 """The store interface: brokers and capacity, conversations, the reply-job ledger.
 
-SQLite implements it for the embedded default; the Supabase store implements the same
-contract (tests/integration/test_store_contract.py runs against every backend). Every method
-that must be atomic across processes is one call here, so a backend can make it one
-transaction or one database function.
+SQLite implements it for the embedded default; the PostgreSQL store (over psycopg or
+Supabase's REST API) implements the same contract (tests/integration/test_store_contract.py
+runs against every backend). Every method that must be atomic across processes is one call
+here, so a backend can make it one transaction or one database function.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from app.domain.circuit import Circuit
 from app.domain.events import InboundMessage
 from app.domain.jobs import JobState, ReplyJob
 from app.domain.personas import BrokerPersona
+from app.domain.reply_plan import ReplyPlan
 from app.domain.rollout import RolloutState, Route
 from app.store.models import (
     DEFAULT_RETENTION,
@@ -25,9 +26,11 @@ from app.store.models import (
     Comparison,
     ConversationStatus,
     InboundOutcome,
+    LatencyHistogram,
     ReapedJob,
     ReplyWindowStats,
     Retention,
+    SendStart,
     Verdict,
     WorkerHeartbeat,
 )
@@ -110,6 +113,26 @@ class Store(Protocol):
         webhook body) is kept so the message can be handed to n8n later (rollback)."""
         ...
 
+    def admit_inbound(
+        self,
+        message: InboundMessage,
+        *,
+        delivery_id: str | None,
+        now: float,
+        plan: ReplyPlan,
+        route_reason: str | None = None,
+        payload: str | None = None,
+    ) -> InboundOutcome:
+        """record_inbound for the new pipeline and schedule_job in one transaction: the
+        outcome's job is waiting (due at due_at), queued (its broker is full) or skipped."""
+        ...
+
+    def schedule_job(self, job_id: str, *, plan: ReplyPlan, now: float) -> ReplyJob | None:
+        """A queued job's broker (the conversation's, else assigned now), its capacity and its
+        delay, at once: waiting and due after the delay; still queued when the broker is
+        full; skipped when a human has the conversation. None if the job is not queued."""
+        ...
+
     def create_greeting_job(self, conversation_id: int, broker_id: str, *, now: float) -> ReplyJob:
         """A greeting job (queued), remembered as the conversation's greeting."""
         ...
@@ -140,7 +163,9 @@ class Store(Protocol):
         self, job_id: str, *, owner: str, lease_s: float, coalesce_window_s: float, now: float
     ) -> Claim:
         """Atomically take a due job for sending (waiting past its due_at, or running with an
-        expired lease); a waiting job that is not due yet is NOT_CLAIMABLE with reason NOT_DUE.
+        expired lease); a waiting job that is not due yet is NOT_CLAIMABLE with reason NOT_DUE,
+        and nothing is claimable while the queue is paused (reason PAUSED). The claim carries
+        the conversation's row as it is now.
 
         Burst rule: if a newer customer message of the same conversation is still unsent and
         this one is younger than `coalesce_window_s`, this job is merged into the newest one
@@ -153,6 +178,33 @@ class Store(Protocol):
     def begin_send(self, job_id: str, *, owner: str, now: float) -> ReplyJob | None:
         """Last check before posting: the job is still ours and running. Stamps send_started_at
         and returns the job as it was before (so a re-run can see an earlier send attempt)."""
+        ...
+
+    def start_send(self, job_id: str, *, owner: str, rate_per_s: float, now: float) -> SendStart:
+        """Before posting: the job is still ours, the conversation still the bot's (else the
+        job is skipped), a slot under the global send rate is free (else wait), and then the
+        send stamp (begin_send) — one transaction."""
+        ...
+
+    def complete_job(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        state: JobState,
+        now: float,
+        broker_id: str,
+        customer_messages: int,
+        handoff_reason: str | None = None,
+        reply_text: str | None = None,
+        reply_message_id: int | None = None,
+        used_fallback: bool = False,
+        fallback_reason: str | None = None,
+        error: str | None = None,
+        error_detail: str | None = None,
+    ) -> bool:
+        """After a reply reached the customer: finish_job, record_delivered_reply and, with a
+        handoff reason, the conversation handed off — one transaction. False if not ours."""
         ...
 
     def finish_job(
@@ -302,8 +354,11 @@ class Store(Protocol):
     def count(self, name: str, label: str, amount: int = 1) -> None: ...
     def counters(self, name: str) -> dict[str, int]: ...
     def job_state_counts(self) -> dict[str, int]: ...
-    def reply_latencies(self, *, since: float) -> list[float]: ...
-    def prune(self, *, now: float, retention: Retention = DEFAULT_RETENTION) -> None:
+    def reply_latency_histogram(
+        self, *, since: float, bounds_s: Sequence[float]
+    ) -> LatencyHistogram: ...
+    def prune(self, *, now: float, retention: Retention = DEFAULT_RETENTION) -> int:
         """Drop what has outlived its use: old delivery ids, heartbeats, finished jobs (after
-        clearing their raw webhook bodies sooner) and old comparisons."""
+        clearing their raw webhook bodies sooner) and old comparisons, in bounded batches (no
+        long transaction); returns the rows changed."""
         ...

@@ -69,6 +69,7 @@ class ClaimStatus(StrEnum):
 
 
 NOT_DUE = "not_due"  # Claim.reason when the job's delay has not passed yet
+PAUSED = "paused"  # Claim.reason while reply processing is paused
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,24 @@ class Claim:
     status: ClaimStatus
     job: ReplyJob | None
     batch: tuple[ReplyJob, ...] = ()
+    reason: str = ""
+    conversation: BrokerConversation | None = None  # read in the same transaction as the claim
+
+
+class SendGate(StrEnum):
+    GO = "go"  # stamped: post now
+    WAIT = "wait"  # the global send rate is used up: try again after wait_s
+    LOST = "lost"  # the job is no longer this worker's
+    NOT_BOT = "not_bot"  # a human has the conversation now: the job was skipped
+
+
+@dataclass(frozen=True)
+class SendStart:
+    """The last check before posting a reply, and the send stamp, in one transaction."""
+
+    gate: SendGate
+    job: ReplyJob | None = None  # GO: the job as it was before the stamp (an earlier attempt?)
+    wait_s: float = 0.0
     reason: str = ""
 
 
@@ -149,8 +168,20 @@ class ReplyWindowStats:
     failed: int
     sent: int
     fallbacks: int
-    latencies_s: tuple[float, ...]
+    p50_s: float | None  # nearest-rank percentiles of message -> reply, computed by the store
+    p95_s: float | None
     backlog: int
+
+
+@dataclass(frozen=True)
+class LatencyHistogram:
+    """Replies sent inside a window by latency: cumulative counts per upper bound (Prometheus'
+    histogram buckets), computed by the store so /metrics never loads every latency."""
+
+    bounds_s: tuple[float, ...]
+    cumulative: tuple[int, ...]
+    count: int
+    sum_s: float
 
 
 DAY_S = 86400.0

@@ -169,3 +169,26 @@ CREATE TABLE IF NOT EXISTS circuit_breakers (
     probe_started_at     REAL,
     version              INTEGER NOT NULL
 );
+
+-- The console's (app/store/analytics.py): each active broker's workload, sampled once a minute
+-- by the worker's maintenance loop and kept a week.
+CREATE TABLE IF NOT EXISTS broker_samples (
+    sampled_at REAL NOT NULL,
+    broker_id  TEXT NOT NULL,
+    workload   INTEGER NOT NULL,
+    capacity   INTEGER NOT NULL,
+    PRIMARY KEY (broker_id, sampled_at)
+);
+CREATE INDEX IF NOT EXISTS broker_samples_at ON broker_samples (sampled_at);
+
+-- Retries, cancellations and intake replays from the console (rollout changes and pauses go to
+-- rollout_audit).
+CREATE TABLE IF NOT EXISTS operator_actions (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at     REAL NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS operator_actions_target ON operator_actions (target, id);

@@ -13,8 +13,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from app.domain.circuit import Circuit, CircuitPosition
 from app.domain.events import InboundMessage
 from app.domain.jobs import UNSENT_STATES, JobKind, JobState, ReplyJob
 from app.domain.personas import BrokerPersona
+from app.domain.reply_plan import ReplyPlan
 from app.domain.rollout import RolloutState, Route
 from app.domain.similarity import similarity
 from app.store.base import StoreError
@@ -30,6 +32,7 @@ from app.store.codec import guard_from_json, guard_to_json, rollout_to_dict
 from app.store.models import (
     DEFAULT_RETENTION,
     NOT_DUE,
+    PAUSED,
     AuditEntry,
     Broker,
     BrokerConversation,
@@ -39,10 +42,13 @@ from app.store.models import (
     ConversationStatus,
     InboundOutcome,
     InboundStatus,
+    LatencyHistogram,
     ReapAction,
     ReapedJob,
     ReplyWindowStats,
     Retention,
+    SendGate,
+    SendStart,
     Verdict,
     WorkerHeartbeat,
 )
@@ -58,6 +64,8 @@ _ADDED_COLUMNS = {
     ),
 }
 _UNSENT = tuple(state.value for state in UNSENT_STATES)
+PRUNE_BATCH = 1000
+PRUNE_MAX_BATCHES = 50  # per prune pass; the next pass (minutes later) goes on
 
 
 class SqliteStore:
@@ -194,45 +202,15 @@ class SqliteStore:
         now: float,
     ) -> BrokerConversation:
         with self._write() as db:
-            existing = db.execute(
-                "SELECT * FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
-            ).fetchone()
-            if existing is not None:
-                if lead_profile is not None:
-                    db.execute(
-                        "UPDATE broker_conversations SET lead_profile = ?, lead_score = ?, "
-                        "contact_id = COALESCE(?, contact_id), updated_at = ? "
-                        "WHERE conversation_id = ?",
-                        (json.dumps(lead_profile), lead_score, contact_id, now, conversation_id),
-                    )
-                    existing = db.execute(
-                        "SELECT * FROM broker_conversations WHERE conversation_id = ?",
-                        (conversation_id,),
-                    ).fetchone()
-                return _conversation(existing)
-            broker_id = _pick_broker(db, preferred_broker_id)
-            db.execute(
-                "INSERT INTO broker_conversations (conversation_id, broker_id, contact_id, "
-                "lead_score, lead_profile, assigned_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    conversation_id,
-                    broker_id,
-                    contact_id,
-                    lead_score,
-                    json.dumps(lead_profile) if lead_profile is not None else None,
-                    now,
-                    now,
-                ),
+            return _assign_broker(
+                db,
+                conversation_id,
+                preferred_broker_id,
+                contact_id=contact_id,
+                lead_score=lead_score,
+                lead_profile=lead_profile,
+                now=now,
             )
-            db.execute(
-                "UPDATE ai_brokers SET total_conversations = total_conversations + 1, "
-                "updated_at = ? WHERE id = ?",
-                (now, broker_id),
-            )
-            row = db.execute(
-                "SELECT * FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
-            ).fetchone()
-            return _conversation(row)
 
     def get_conversation(self, conversation_id: int) -> BrokerConversation | None:
         rows = self._read(
@@ -242,31 +220,7 @@ class SqliteStore:
 
     def hold_capacity(self, job_id: str, broker_id: str, *, now: float) -> bool:
         with self._write() as db:
-            job = db.execute(
-                "SELECT capacity_held, state FROM reply_jobs WHERE id = ?", (job_id,)
-            ).fetchone()
-            if job is None:
-                raise StoreError(f"no reply job {job_id}")
-            if job["capacity_held"]:
-                return True
-            if JobState(job["state"]).is_terminal:
-                # Skipped or merged meanwhile: nothing would ever release the slot.
-                return False
-            taken = db.execute(
-                "UPDATE ai_brokers SET current_workload = current_workload + 1, updated_at = ? "
-                "WHERE id = ? AND current_workload < max_concurrent_chats",
-                (now, broker_id),
-            ).rowcount
-            if not taken:
-                # The job is alive, waiting for room: keep the reaper from thinking it lost.
-                db.execute("UPDATE reply_jobs SET updated_at = ? WHERE id = ?", (now, job_id))
-                return False
-            db.execute(
-                "UPDATE reply_jobs SET capacity_held = 1, broker_id = ?, updated_at = ? "
-                "WHERE id = ?",
-                (broker_id, now, job_id),
-            )
-            return True
+            return _hold_capacity(db, job_id, broker_id, now=now)
 
     def release_capacity(self, job_id: str, *, now: float) -> None:
         with self._write() as db:
@@ -276,46 +230,7 @@ class SqliteStore:
         self, conversation_id: int, status: ConversationStatus, reason: str, *, now: float
     ) -> list[str]:
         with self._write() as db:
-            known = db.execute(
-                "SELECT 1 FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
-            ).fetchone()
-            if known is None:
-                # A human got there before any broker was assigned: remember it all the same,
-                # or the customer's next message would be answered.
-                db.execute(
-                    "INSERT INTO broker_conversations (conversation_id, broker_id, status, "
-                    "assigned_at, updated_at) VALUES (?, ?, 'bot', ?, ?)",
-                    (conversation_id, _pick_broker(db, None), now, now),
-                )
-            if status is ConversationStatus.HANDED_OFF:
-                db.execute(
-                    "UPDATE broker_conversations SET status = ?, handoff_reason = ?, "
-                    "handoff_at = ?, updated_at = ? WHERE conversation_id = ?",
-                    (status.value, reason, now, now, conversation_id),
-                )
-            else:
-                # A human taking over after our own handoff keeps the handoff record.
-                db.execute(
-                    "UPDATE broker_conversations SET status = CASE WHEN status = 'bot' "
-                    "THEN ? ELSE status END, updated_at = ? WHERE conversation_id = ?",
-                    (status.value, now, conversation_id),
-                )
-            skipped = [
-                row["id"]
-                for row in db.execute(
-                    f"SELECT id FROM reply_jobs WHERE conversation_id = ? "  # noqa: S608
-                    f"AND state IN ({_marks(_UNSENT)})",
-                    (conversation_id, *_UNSENT),
-                )
-            ]
-            for job_id in skipped:
-                _release(db, job_id, now)
-                db.execute(
-                    "UPDATE reply_jobs SET state = 'skipped', error = ?, finished_at = ?, "
-                    "updated_at = ? WHERE id = ?",
-                    (f"conversation {status.value}: {reason}", now, now, job_id),
-                )
-            return skipped
+            return _set_conversation_status(db, conversation_id, status, reason, now=now)
 
     def record_delivered_reply(
         self,
@@ -327,15 +242,13 @@ class SqliteStore:
         now: float,
     ) -> None:
         with self._write() as db:
-            db.execute(
-                "UPDATE broker_conversations SET message_count = message_count + ?, "
-                "last_reply_at = ?, updated_at = ? WHERE conversation_id = ?",
-                (customer_messages, now, now, conversation_id),
-            )
-            db.execute(
-                "UPDATE ai_brokers SET messages_handled = messages_handled + ?, "
-                "handoffs = handoffs + ?, updated_at = ? WHERE id = ?",
-                (customer_messages, 1 if handoff_reason else 0, now, broker_id),
+            return _record_delivered_reply(
+                db,
+                conversation_id,
+                broker_id,
+                customer_messages=customer_messages,
+                handoff_reason=handoff_reason,
+                now=now,
             )
 
     # -- the reply-job ledger ----------------------------------------------------------------
@@ -350,53 +263,43 @@ class SqliteStore:
         payload: str | None = None,
     ) -> InboundOutcome:
         with self._write() as db:
-            if delivery_id is not None:
-                fresh = db.execute(
-                    "INSERT INTO webhook_deliveries (delivery_id, received_at) VALUES (?, ?) "
-                    "ON CONFLICT (delivery_id) DO NOTHING",
-                    (delivery_id, now),
-                ).rowcount
-                if not fresh:
-                    return InboundOutcome(InboundStatus.DUPLICATE, "delivery_already_received")
-            known = db.execute(
-                "SELECT 1 FROM reply_jobs WHERE inbound_message_id = ?", (message.message_id,)
-            ).fetchone()
-            if known is not None:
-                return InboundOutcome(InboundStatus.DUPLICATE, "message_already_received")
-            conversation = db.execute(
-                "SELECT status FROM broker_conversations WHERE conversation_id = ?",
-                (message.conversation_id,),
-            ).fetchone()
-            if conversation is not None and conversation["status"] != ConversationStatus.BOT:
-                return InboundOutcome(InboundStatus.IGNORED, f"conversation_{conversation[0]}")
-            db.execute(
-                "UPDATE broker_conversations SET last_customer_message_at = ?, updated_at = ? "
-                "WHERE conversation_id = ?",
-                (now, now, message.conversation_id),
+            return _record_inbound(
+                db,
+                message,
+                delivery_id=delivery_id,
+                now=now,
+                route=route,
+                route_reason=route_reason,
+                payload=payload,
             )
-            job_id = _new_job_id()
-            state = JobState.FORWARDING if route is Route.N8N else JobState.QUEUED
-            db.execute(
-                "INSERT INTO reply_jobs (id, kind, conversation_id, state, inbound_message_id, "
-                "inbound_content, delivery_id, received_at, updated_at, route, route_reason, "
-                "inbound_payload) VALUES (?, 'reply', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job_id,
-                    message.conversation_id,
-                    state.value,
-                    message.message_id,
-                    message.content,
-                    delivery_id,
-                    now,
-                    now,
-                    route.value,
-                    route_reason,
-                    payload,
-                ),
+
+    def admit_inbound(
+        self,
+        message: InboundMessage,
+        *,
+        delivery_id: str | None,
+        now: float,
+        plan: ReplyPlan,
+        route_reason: str | None = None,
+        payload: str | None = None,
+    ) -> InboundOutcome:
+        with self._write() as db:
+            outcome = _record_inbound(
+                db,
+                message,
+                delivery_id=delivery_id,
+                now=now,
+                route=Route.NEW,
+                route_reason=route_reason,
+                payload=payload,
             )
-            return InboundOutcome(
-                InboundStatus.RECORDED, "customer_message", _job_by_id(db, job_id)
-            )
+            if outcome.status is not InboundStatus.RECORDED or outcome.job is None:
+                return outcome
+            return replace(outcome, job=_schedule_job(db, outcome.job.id, plan=plan, now=now))
+
+    def schedule_job(self, job_id: str, *, plan: ReplyPlan, now: float) -> ReplyJob | None:
+        with self._write() as db:
+            return _schedule_job(db, job_id, plan=plan, now=now)
 
     def create_greeting_job(self, conversation_id: int, broker_id: str, *, now: float) -> ReplyJob:
         with self._write() as db:
@@ -450,62 +353,38 @@ class SqliteStore:
         now: float,
     ) -> ReplyJob | None:
         with self._write() as db:
-            changed = db.execute(
-                "UPDATE reply_jobs SET state = 'waiting', broker_id = ?, delay_s = ?, due_at = ?, "
-                "escalation_reason = ?, updated_at = ? WHERE id = ? AND state = 'queued'",
-                (broker_id, delay_s, now + delay_s, escalation_reason, now, job_id),
-            ).rowcount
-            return _job_by_id(db, job_id) if changed else None
+            return _prepare_job(
+                db,
+                job_id,
+                broker_id=broker_id,
+                delay_s=delay_s,
+                escalation_reason=escalation_reason,
+                now=now,
+            )
 
     def claim_job(
         self, job_id: str, *, owner: str, lease_s: float, coalesce_window_s: float, now: float
     ) -> Claim:
         with self._write() as db:
-            row = db.execute("SELECT * FROM reply_jobs WHERE id = ?", (job_id,)).fetchone()
-            if row is None:
-                return Claim(ClaimStatus.NOT_CLAIMABLE, None, reason="unknown_job")
-            job = _job(row)
-            lease_expired = (
-                job.state is JobState.RUNNING
-                and job.lease_expires_at is not None
-                and job.lease_expires_at <= now
+            paused = db.execute("SELECT queue_paused FROM rollout_state WHERE id = 1").fetchone()
+            if paused is not None and paused["queue_paused"]:
+                # The job waits in the ledger; resume (or the reaper) enqueues it again.
+                return Claim(ClaimStatus.NOT_CLAIMABLE, None, reason=PAUSED)
+            claim = _claim_job(
+                db,
+                job_id,
+                owner=owner,
+                lease_s=lease_s,
+                coalesce_window_s=coalesce_window_s,
+                now=now,
             )
-            if job.state is not JobState.WAITING and not lease_expired:
-                return Claim(ClaimStatus.NOT_CLAIMABLE, job, reason=f"state_{job.state.value}")
-            if job.state is JobState.WAITING and job.due_at is not None and job.due_at > now:
-                return Claim(ClaimStatus.NOT_CLAIMABLE, job, reason=NOT_DUE)
-            if job.kind is JobKind.REPLY and job.send_started_at is None:
-                newer = db.execute(
-                    f"SELECT id FROM reply_jobs WHERE conversation_id = ? AND kind = 'reply' "  # noqa: S608
-                    f"AND seq > ? AND state IN ({_marks(_UNSENT)}) ORDER BY seq DESC LIMIT 1",
-                    (job.conversation_id, job.seq, *_UNSENT),
-                ).fetchone()
-                if newer is not None and now - job.received_at < coalesce_window_s:
-                    _merge(db, job.id, newer["id"], now)
-                    return Claim(
-                        ClaimStatus.DEFERRED, _job_by_id(db, job.id), reason="newer_message"
-                    )
-                older = db.execute(
-                    f"SELECT id FROM reply_jobs WHERE conversation_id = ? AND kind = 'reply' "  # noqa: S608
-                    f"AND seq < ? AND state IN ({_marks(_UNSENT)})",
-                    (job.conversation_id, job.seq, *_UNSENT),
-                ).fetchall()
-                for other in older:
-                    _merge(db, other["id"], job.id, now)
-            db.execute(
-                "UPDATE reply_jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, "
-                "attempts = attempts + 1, started_at = COALESCE(started_at, ?), updated_at = ? "
-                "WHERE id = ?",
-                (owner, now + lease_s, now, now, job.id),
-            )
-            claimed = _job_by_id(db, job.id)
-            merged = [
-                _job(r)
-                for r in db.execute(
-                    "SELECT * FROM reply_jobs WHERE merged_into = ? ORDER BY seq", (job.id,)
-                )
-            ]
-            return Claim(ClaimStatus.CLAIMED, claimed, tuple([*merged, claimed]))
+            if claim.status is not ClaimStatus.CLAIMED or claim.job is None:
+                return claim
+            row = db.execute(
+                "SELECT * FROM broker_conversations WHERE conversation_id = ?",
+                (claim.job.conversation_id,),
+            ).fetchone()
+            return replace(claim, conversation=_conversation(row) if row is not None else None)
 
     def renew_lease(self, job_id: str, *, owner: str, lease_s: float, now: float) -> bool:
         with self._write() as db:
@@ -519,18 +398,74 @@ class SqliteStore:
 
     def begin_send(self, job_id: str, *, owner: str, now: float) -> ReplyJob | None:
         with self._write() as db:
-            before = db.execute(
-                "SELECT * FROM reply_jobs WHERE id = ? AND state = 'running' AND lease_owner = ?",
+            return _begin_send(db, job_id, owner=owner, now=now)
+
+    def start_send(self, job_id: str, *, owner: str, rate_per_s: float, now: float) -> SendStart:
+        with self._write() as db:
+            running = db.execute(
+                "SELECT conversation_id FROM reply_jobs WHERE id = ? AND state = 'running' "
+                "AND lease_owner = ?",
                 (job_id, owner),
             ).fetchone()
-            if before is None:
-                return None
-            db.execute(
-                "UPDATE reply_jobs SET send_started_at = COALESCE(send_started_at, ?), "
-                "updated_at = ? WHERE id = ?",
-                (now, now, job_id),
+            if running is None:
+                return SendStart(SendGate.LOST)
+            status = _conversation_status(db, running["conversation_id"])
+            if status is not ConversationStatus.BOT:
+                reason = f"conversation {status.value}"
+                _finish_job(db, job_id, owner=owner, state=JobState.SKIPPED, now=now, error=reason)
+                return SendStart(SendGate.NOT_BOT, reason=reason)
+            wait_s = _acquire_send_slot(db, rate_per_s, now=now)
+            if wait_s > 0:
+                return SendStart(SendGate.WAIT, wait_s=wait_s)
+            return SendStart(SendGate.GO, _begin_send(db, job_id, owner=owner, now=now))
+
+    def complete_job(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        state: JobState,
+        now: float,
+        broker_id: str,
+        customer_messages: int,
+        handoff_reason: str | None = None,
+        reply_text: str | None = None,
+        reply_message_id: int | None = None,
+        used_fallback: bool = False,
+        fallback_reason: str | None = None,
+        error: str | None = None,
+        error_detail: str | None = None,
+    ) -> bool:
+        with self._write() as db:
+            finished = _finish_job(
+                db,
+                job_id,
+                owner=owner,
+                state=state,
+                now=now,
+                reply_text=reply_text,
+                reply_message_id=reply_message_id,
+                used_fallback=used_fallback,
+                fallback_reason=fallback_reason,
+                error=error,
+                error_detail=error_detail,
             )
-            return _job(before)
+            if not finished:
+                return False
+            conversation_id = int(_job_by_id(db, job_id).conversation_id)
+            _record_delivered_reply(
+                db,
+                conversation_id,
+                broker_id,
+                customer_messages=customer_messages,
+                handoff_reason=handoff_reason,
+                now=now,
+            )
+            if handoff_reason:
+                _set_conversation_status(
+                    db, conversation_id, ConversationStatus.HANDED_OFF, handoff_reason, now=now
+                )
+            return True
 
     def finish_job(
         self,
@@ -546,37 +481,20 @@ class SqliteStore:
         error: str | None = None,
         error_detail: str | None = None,
     ) -> bool:
-        if not state.is_terminal:
-            raise ValueError(f"{state} is not a terminal state")
-        # Without an owner (an operator cancelling) only unsent jobs can be finished; with one,
-        # only the lease holder may finish its job.
-        ownership = (
-            "state = 'running' AND lease_owner = ?" if owner else "state IN ('queued', 'waiting')"
-        )
         with self._write() as db:
-            changed = db.execute(
-                "UPDATE reply_jobs SET state = ?, reply_text = COALESCE(?, reply_text), "  # noqa: S608
-                "reply_message_id = COALESCE(?, reply_message_id), used_fallback = ?, "
-                "fallback_reason = ?, error = ?, error_detail = ?, finished_at = ?, "
-                "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
-                f"WHERE id = ? AND {ownership}",
-                (
-                    state.value,
-                    reply_text,
-                    reply_message_id,
-                    int(used_fallback),
-                    fallback_reason,
-                    error,
-                    error_detail,
-                    now,
-                    now,
-                    job_id,
-                    *((owner,) if owner else ()),
-                ),
-            ).rowcount
-            if changed:
-                _release(db, job_id, now)
-            return bool(changed)
+            return _finish_job(
+                db,
+                job_id,
+                owner=owner,
+                state=state,
+                now=now,
+                reply_text=reply_text,
+                reply_message_id=reply_message_id,
+                used_fallback=used_fallback,
+                fallback_reason=fallback_reason,
+                error=error,
+                error_detail=error_detail,
+            )
 
     def retry_job(
         self,
@@ -954,51 +872,37 @@ class SqliteStore:
         self, *, since: float, now: float, overdue_s: float = 30.0
     ) -> ReplyWindowStats:
         row = self._read(
-            "SELECT COUNT(*) AS finished, "
-            "COALESCE(SUM(state = 'failed'), 0) AS failed, "
-            "COALESCE(SUM(state = 'sent'), 0) AS sent, "
-            "COALESCE(SUM(state = 'sent' AND used_fallback = 1), 0) AS fallbacks "
-            "FROM reply_jobs WHERE kind = 'reply' AND route = 'new' "
-            "AND state IN ('sent', 'handed_off', 'failed') AND finished_at >= ?",
-            (since,),
+            "WITH window_jobs AS (SELECT state, used_fallback, finished_at - received_at AS "
+            "latency FROM reply_jobs WHERE kind = 'reply' AND route = 'new' "
+            "AND state IN ('sent', 'handed_off', 'failed') AND finished_at >= ?), "
+            # Nearest rank, as percentile_disc in PostgreSQL: the first rank >= fraction * n.
+            "ranked AS (SELECT latency, ROW_NUMBER() OVER (ORDER BY latency) AS rn, "
+            "COUNT(*) OVER () AS n FROM window_jobs WHERE state IN ('sent', 'handed_off')) "
+            "SELECT (SELECT COUNT(*) FROM window_jobs) AS finished, "
+            "(SELECT COALESCE(SUM(state = 'failed'), 0) FROM window_jobs) AS failed, "
+            "(SELECT COALESCE(SUM(state = 'sent'), 0) FROM window_jobs) AS sent, "
+            "(SELECT COALESCE(SUM(state = 'sent' AND used_fallback = 1), 0) FROM window_jobs) "
+            "AS fallbacks, "
+            "(SELECT MIN(CASE WHEN rn * 100 >= 50 * n THEN latency END) FROM ranked) AS p50, "
+            "(SELECT MIN(CASE WHEN rn * 100 >= 95 * n THEN latency END) FROM ranked) AS p95, "
+            "(SELECT COUNT(*) FROM reply_jobs WHERE state IN ('queued', 'waiting') "
+            "AND COALESCE(due_at, received_at) < ?) AS backlog",
+            (since, now - overdue_s),
         )[0]
-        latencies = self._read(
-            "SELECT finished_at - received_at AS latency FROM reply_jobs WHERE kind = 'reply' "
-            "AND route = 'new' AND state IN ('sent', 'handed_off') AND finished_at >= ? "
-            "ORDER BY latency",
-            (since,),
-        )
-        backlog = self._read(
-            "SELECT COUNT(*) AS n FROM reply_jobs WHERE state IN ('queued', 'waiting') "
-            "AND COALESCE(due_at, received_at) < ?",
-            (now - overdue_s,),
-        )[0]["n"]
         return ReplyWindowStats(
             finished=row["finished"],
             failed=row["failed"],
             sent=row["sent"],
             fallbacks=row["fallbacks"],
-            latencies_s=tuple(r["latency"] for r in latencies),
-            backlog=backlog,
+            p50_s=row["p50"],
+            p95_s=row["p95"],
+            backlog=row["backlog"],
         )
 
     # -- shared runtime state ----------------------------------------------------------------
     def acquire_send_slot(self, rate_per_s: float, *, now: float) -> float:
-        width = max(1.0, 1.0 / rate_per_s)
-        allowed = max(1, round(rate_per_s * width))
-        window_start = now - (now % width)
         with self._write() as db:
-            row = db.execute(
-                "SELECT sends FROM send_windows WHERE window_start = ?", (window_start,)
-            ).fetchone()
-            if row is not None and row["sends"] >= allowed:
-                return max(0.001, window_start + width - now)
-            db.execute(
-                "INSERT INTO send_windows (window_start, sends) VALUES (?, 1) "
-                "ON CONFLICT (window_start) DO UPDATE SET sends = sends + 1",
-                (window_start,),
-            )
-            return 0.0
+            return _acquire_send_slot(db, rate_per_s, now=now)
 
     def heartbeat(self, beat: WorkerHeartbeat) -> None:
         with self._write() as db:
@@ -1048,36 +952,472 @@ class SqliteStore:
         rows = self._read("SELECT state, COUNT(*) AS n FROM reply_jobs GROUP BY state")
         return {row["state"]: row["n"] for row in rows}
 
-    def reply_latencies(self, *, since: float) -> list[float]:
-        rows = self._read(
-            "SELECT finished_at - received_at AS latency FROM reply_jobs "
-            "WHERE reply_message_id IS NOT NULL AND finished_at >= ?",
-            (since,),
+    def reply_latency_histogram(
+        self, *, since: float, bounds_s: Sequence[float]
+    ) -> LatencyHistogram:
+        counts = ", ".join(
+            f"COALESCE(SUM(latency <= ?), 0) AS b{index}" for index in range(len(bounds_s))
         )
-        return [row["latency"] for row in rows]
+        row = self._read(
+            f"SELECT {counts}{', ' if counts else ''}COUNT(*) AS n, "  # noqa: S608
+            "COALESCE(SUM(latency), 0.0) AS total FROM (SELECT finished_at - received_at AS "
+            "latency FROM reply_jobs WHERE reply_message_id IS NOT NULL AND finished_at >= ?)",
+            (*bounds_s, since),
+        )[0]
+        return LatencyHistogram(
+            bounds_s=tuple(bounds_s),
+            cumulative=tuple(int(row[f"b{index}"]) for index in range(len(bounds_s))),
+            count=int(row["n"]),
+            sum_s=float(row["total"]),
+        )
 
-    def prune(self, *, now: float, retention: Retention = DEFAULT_RETENTION) -> None:
-        with self._write() as db:
-            db.execute(
-                "DELETE FROM webhook_deliveries WHERE received_at < ?",
-                (now - retention.deliveries_s,),
-            )
-            db.execute("DELETE FROM send_windows WHERE window_start < ?", (now - 60,))
-            db.execute(
-                "DELETE FROM worker_heartbeats WHERE seen_at < ?", (now - retention.heartbeats_s,)
-            )
+    def prune(self, *, now: float, retention: Retention = DEFAULT_RETENTION) -> int:
+        statements = (
+            (
+                "DELETE FROM webhook_deliveries WHERE rowid IN (SELECT rowid FROM "
+                "webhook_deliveries WHERE received_at < ? LIMIT ?)",
+                now - retention.deliveries_s,
+            ),
+            (
+                "DELETE FROM send_windows WHERE rowid IN (SELECT rowid FROM send_windows "
+                "WHERE window_start < ? LIMIT ?)",
+                now - 60,
+            ),
+            (
+                "DELETE FROM worker_heartbeats WHERE rowid IN (SELECT rowid FROM "
+                "worker_heartbeats WHERE seen_at < ? LIMIT ?)",
+                now - retention.heartbeats_s,
+            ),
             # The raw webhook (the customer's details) is only needed while the job may still
             # be handed to n8n.
+            (
+                "UPDATE reply_jobs SET inbound_payload = NULL WHERE seq IN (SELECT seq FROM "
+                "reply_jobs WHERE inbound_payload IS NOT NULL AND finished_at < ? LIMIT ?)",
+                now - retention.payloads_s,
+            ),
+            (
+                "DELETE FROM reply_jobs WHERE seq IN (SELECT seq FROM reply_jobs "
+                "WHERE finished_at < ? LIMIT ?)",
+                now - retention.jobs_s,
+            ),
+            (
+                "DELETE FROM shadow_comparisons WHERE id IN (SELECT id FROM shadow_comparisons "
+                "WHERE received_at < ? LIMIT ?)",
+                now - retention.comparisons_s,
+            ),
+        )
+        total = 0
+        # One short transaction per batch: the single writer lock is never held for long.
+        for _ in range(PRUNE_MAX_BATCHES):
+            with self._write() as db:
+                changed = sum(
+                    db.execute(statement, (before, PRUNE_BATCH)).rowcount
+                    for statement, before in statements
+                )
+            total += changed
+            if changed == 0:
+                break
+        return total
+
+
+def _assign_broker(
+    db: sqlite3.Connection,
+    conversation_id: int,
+    preferred_broker_id: str | None,
+    *,
+    contact_id: int | None = None,
+    lead_score: int | None = None,
+    lead_profile: Mapping[str, object] | None = None,
+    now: float,
+) -> BrokerConversation:
+    existing = db.execute(
+        "SELECT * FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
+    ).fetchone()
+    if existing is not None:
+        if lead_profile is not None:
             db.execute(
-                "UPDATE reply_jobs SET inbound_payload = NULL "
-                "WHERE inbound_payload IS NOT NULL AND finished_at < ?",
-                (now - retention.payloads_s,),
+                "UPDATE broker_conversations SET lead_profile = ?, lead_score = ?, "
+                "contact_id = COALESCE(?, contact_id), updated_at = ? "
+                "WHERE conversation_id = ?",
+                (json.dumps(lead_profile), lead_score, contact_id, now, conversation_id),
             )
-            db.execute("DELETE FROM reply_jobs WHERE finished_at < ?", (now - retention.jobs_s,))
-            db.execute(
-                "DELETE FROM shadow_comparisons WHERE received_at < ?",
-                (now - retention.comparisons_s,),
-            )
+            existing = db.execute(
+                "SELECT * FROM broker_conversations WHERE conversation_id = ?",
+                (conversation_id,),
+            ).fetchone()
+        return _conversation(existing)
+    broker_id = _pick_broker(db, preferred_broker_id)
+    db.execute(
+        "INSERT INTO broker_conversations (conversation_id, broker_id, contact_id, "
+        "lead_score, lead_profile, assigned_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            conversation_id,
+            broker_id,
+            contact_id,
+            lead_score,
+            json.dumps(lead_profile) if lead_profile is not None else None,
+            now,
+            now,
+        ),
+    )
+    db.execute(
+        "UPDATE ai_brokers SET total_conversations = total_conversations + 1, "
+        "updated_at = ? WHERE id = ?",
+        (now, broker_id),
+    )
+    row = db.execute(
+        "SELECT * FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
+    ).fetchone()
+    return _conversation(row)
+
+
+def _hold_capacity(db: sqlite3.Connection, job_id: str, broker_id: str, *, now: float) -> bool:
+    job = db.execute(
+        "SELECT capacity_held, state FROM reply_jobs WHERE id = ?", (job_id,)
+    ).fetchone()
+    if job is None:
+        raise StoreError(f"no reply job {job_id}")
+    if job["capacity_held"]:
+        return True
+    if JobState(job["state"]).is_terminal:
+        # Skipped or merged meanwhile: nothing would ever release the slot.
+        return False
+    taken = db.execute(
+        "UPDATE ai_brokers SET current_workload = current_workload + 1, updated_at = ? "
+        "WHERE id = ? AND current_workload < max_concurrent_chats",
+        (now, broker_id),
+    ).rowcount
+    if not taken:
+        # The job is alive, waiting for room: keep the reaper from thinking it lost.
+        db.execute("UPDATE reply_jobs SET updated_at = ? WHERE id = ?", (now, job_id))
+        return False
+    db.execute(
+        "UPDATE reply_jobs SET capacity_held = 1, broker_id = ?, updated_at = ? WHERE id = ?",
+        (broker_id, now, job_id),
+    )
+    return True
+
+
+def _set_conversation_status(
+    db: sqlite3.Connection,
+    conversation_id: int,
+    status: ConversationStatus,
+    reason: str,
+    *,
+    now: float,
+) -> list[str]:
+    known = db.execute(
+        "SELECT 1 FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
+    ).fetchone()
+    if known is None:
+        # A human got there before any broker was assigned: remember it all the same,
+        # or the customer's next message would be answered.
+        db.execute(
+            "INSERT INTO broker_conversations (conversation_id, broker_id, status, "
+            "assigned_at, updated_at) VALUES (?, ?, 'bot', ?, ?)",
+            (conversation_id, _pick_broker(db, None), now, now),
+        )
+    if status is ConversationStatus.HANDED_OFF:
+        db.execute(
+            "UPDATE broker_conversations SET status = ?, handoff_reason = ?, "
+            "handoff_at = ?, updated_at = ? WHERE conversation_id = ?",
+            (status.value, reason, now, now, conversation_id),
+        )
+    else:
+        # A human taking over after our own handoff keeps the handoff record.
+        db.execute(
+            "UPDATE broker_conversations SET status = CASE WHEN status = 'bot' "
+            "THEN ? ELSE status END, updated_at = ? WHERE conversation_id = ?",
+            (status.value, now, conversation_id),
+        )
+    skipped = [
+        row["id"]
+        for row in db.execute(
+            f"SELECT id FROM reply_jobs WHERE conversation_id = ? "  # noqa: S608
+            f"AND state IN ({_marks(_UNSENT)})",
+            (conversation_id, *_UNSENT),
+        )
+    ]
+    for job_id in skipped:
+        _release(db, job_id, now)
+        db.execute(
+            "UPDATE reply_jobs SET state = 'skipped', error = ?, finished_at = ?, "
+            "updated_at = ? WHERE id = ?",
+            (f"conversation {status.value}: {reason}", now, now, job_id),
+        )
+    return skipped
+
+
+def _record_delivered_reply(
+    db: sqlite3.Connection,
+    conversation_id: int,
+    broker_id: str,
+    *,
+    customer_messages: int,
+    handoff_reason: str | None,
+    now: float,
+) -> None:
+    db.execute(
+        "UPDATE broker_conversations SET message_count = message_count + ?, "
+        "last_reply_at = ?, updated_at = ? WHERE conversation_id = ?",
+        (customer_messages, now, now, conversation_id),
+    )
+    db.execute(
+        "UPDATE ai_brokers SET messages_handled = messages_handled + ?, "
+        "handoffs = handoffs + ?, updated_at = ? WHERE id = ?",
+        (customer_messages, 1 if handoff_reason else 0, now, broker_id),
+    )
+
+
+def _record_inbound(
+    db: sqlite3.Connection,
+    message: InboundMessage,
+    *,
+    delivery_id: str | None,
+    now: float,
+    route: Route = Route.NEW,
+    route_reason: str | None = None,
+    payload: str | None = None,
+) -> InboundOutcome:
+    if delivery_id is not None:
+        fresh = db.execute(
+            "INSERT INTO webhook_deliveries (delivery_id, received_at) VALUES (?, ?) "
+            "ON CONFLICT (delivery_id) DO NOTHING",
+            (delivery_id, now),
+        ).rowcount
+        if not fresh:
+            return InboundOutcome(InboundStatus.DUPLICATE, "delivery_already_received")
+    known = db.execute(
+        "SELECT 1 FROM reply_jobs WHERE inbound_message_id = ?", (message.message_id,)
+    ).fetchone()
+    if known is not None:
+        return InboundOutcome(InboundStatus.DUPLICATE, "message_already_received")
+    conversation = db.execute(
+        "SELECT status FROM broker_conversations WHERE conversation_id = ?",
+        (message.conversation_id,),
+    ).fetchone()
+    if conversation is not None and conversation["status"] != ConversationStatus.BOT:
+        return InboundOutcome(InboundStatus.IGNORED, f"conversation_{conversation[0]}")
+    db.execute(
+        "UPDATE broker_conversations SET last_customer_message_at = ?, updated_at = ? "
+        "WHERE conversation_id = ?",
+        (now, now, message.conversation_id),
+    )
+    job_id = _new_job_id()
+    state = JobState.FORWARDING if route is Route.N8N else JobState.QUEUED
+    db.execute(
+        "INSERT INTO reply_jobs (id, kind, conversation_id, state, inbound_message_id, "
+        "inbound_content, delivery_id, received_at, updated_at, route, route_reason, "
+        "inbound_payload) VALUES (?, 'reply', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            job_id,
+            message.conversation_id,
+            state.value,
+            message.message_id,
+            message.content,
+            delivery_id,
+            now,
+            now,
+            route.value,
+            route_reason,
+            payload,
+        ),
+    )
+    return InboundOutcome(InboundStatus.RECORDED, "customer_message", _job_by_id(db, job_id))
+
+
+def _prepare_job(
+    db: sqlite3.Connection,
+    job_id: str,
+    *,
+    broker_id: str,
+    delay_s: float,
+    escalation_reason: str | None,
+    now: float,
+) -> ReplyJob | None:
+    changed = db.execute(
+        "UPDATE reply_jobs SET state = 'waiting', broker_id = ?, delay_s = ?, due_at = ?, "
+        "escalation_reason = ?, updated_at = ? WHERE id = ? AND state = 'queued'",
+        (broker_id, delay_s, now + delay_s, escalation_reason, now, job_id),
+    ).rowcount
+    return _job_by_id(db, job_id) if changed else None
+
+
+def _claim_job(
+    db: sqlite3.Connection,
+    job_id: str,
+    *,
+    owner: str,
+    lease_s: float,
+    coalesce_window_s: float,
+    now: float,
+) -> Claim:
+    row = db.execute("SELECT * FROM reply_jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        return Claim(ClaimStatus.NOT_CLAIMABLE, None, reason="unknown_job")
+    job = _job(row)
+    lease_expired = (
+        job.state is JobState.RUNNING
+        and job.lease_expires_at is not None
+        and job.lease_expires_at <= now
+    )
+    if job.state is not JobState.WAITING and not lease_expired:
+        return Claim(ClaimStatus.NOT_CLAIMABLE, job, reason=f"state_{job.state.value}")
+    if job.state is JobState.WAITING and job.due_at is not None and job.due_at > now:
+        return Claim(ClaimStatus.NOT_CLAIMABLE, job, reason=NOT_DUE)
+    if job.kind is JobKind.REPLY and job.send_started_at is None:
+        newer = db.execute(
+            f"SELECT id FROM reply_jobs WHERE conversation_id = ? AND kind = 'reply' "  # noqa: S608
+            f"AND seq > ? AND state IN ({_marks(_UNSENT)}) ORDER BY seq DESC LIMIT 1",
+            (job.conversation_id, job.seq, *_UNSENT),
+        ).fetchone()
+        if newer is not None and now - job.received_at < coalesce_window_s:
+            _merge(db, job.id, newer["id"], now)
+            return Claim(ClaimStatus.DEFERRED, _job_by_id(db, job.id), reason="newer_message")
+        older = db.execute(
+            f"SELECT id FROM reply_jobs WHERE conversation_id = ? AND kind = 'reply' "  # noqa: S608
+            f"AND seq < ? AND state IN ({_marks(_UNSENT)})",
+            (job.conversation_id, job.seq, *_UNSENT),
+        ).fetchall()
+        for other in older:
+            _merge(db, other["id"], job.id, now)
+    db.execute(
+        "UPDATE reply_jobs SET state = 'running', lease_owner = ?, lease_expires_at = ?, "
+        "attempts = attempts + 1, started_at = COALESCE(started_at, ?), updated_at = ? "
+        "WHERE id = ?",
+        (owner, now + lease_s, now, now, job.id),
+    )
+    claimed = _job_by_id(db, job.id)
+    merged = [
+        _job(r)
+        for r in db.execute(
+            "SELECT * FROM reply_jobs WHERE merged_into = ? ORDER BY seq", (job.id,)
+        )
+    ]
+    return Claim(ClaimStatus.CLAIMED, claimed, tuple([*merged, claimed]))
+
+
+def _begin_send(db: sqlite3.Connection, job_id: str, *, owner: str, now: float) -> ReplyJob | None:
+    before = db.execute(
+        "SELECT * FROM reply_jobs WHERE id = ? AND state = 'running' AND lease_owner = ?",
+        (job_id, owner),
+    ).fetchone()
+    if before is None:
+        return None
+    db.execute(
+        "UPDATE reply_jobs SET send_started_at = COALESCE(send_started_at, ?), "
+        "updated_at = ? WHERE id = ?",
+        (now, now, job_id),
+    )
+    return _job(before)
+
+
+def _finish_job(
+    db: sqlite3.Connection,
+    job_id: str,
+    *,
+    owner: str | None,
+    state: JobState,
+    now: float,
+    reply_text: str | None = None,
+    reply_message_id: int | None = None,
+    used_fallback: bool = False,
+    fallback_reason: str | None = None,
+    error: str | None = None,
+    error_detail: str | None = None,
+) -> bool:
+    if not state.is_terminal:
+        raise ValueError(f"{state} is not a terminal state")
+    # Without an owner (an operator cancelling) only unsent jobs can be finished; with one,
+    # only the lease holder may finish its job.
+    ownership = (
+        "state = 'running' AND lease_owner = ?" if owner else "state IN ('queued', 'waiting')"
+    )
+    changed = db.execute(
+        "UPDATE reply_jobs SET state = ?, reply_text = COALESCE(?, reply_text), "  # noqa: S608
+        "reply_message_id = COALESCE(?, reply_message_id), used_fallback = ?, "
+        "fallback_reason = ?, error = ?, error_detail = ?, finished_at = ?, "
+        "lease_owner = NULL, lease_expires_at = NULL, updated_at = ? "
+        f"WHERE id = ? AND {ownership}",
+        (
+            state.value,
+            reply_text,
+            reply_message_id,
+            int(used_fallback),
+            fallback_reason,
+            error,
+            error_detail,
+            now,
+            now,
+            job_id,
+            *((owner,) if owner else ()),
+        ),
+    ).rowcount
+    if changed:
+        _release(db, job_id, now)
+    return bool(changed)
+
+
+def _acquire_send_slot(db: sqlite3.Connection, rate_per_s: float, *, now: float) -> float:
+    width = max(1.0, 1.0 / rate_per_s)
+    allowed = max(1, round(rate_per_s * width))
+    window_start = now - (now % width)
+    row = db.execute(
+        "SELECT sends FROM send_windows WHERE window_start = ?", (window_start,)
+    ).fetchone()
+    if row is not None and row["sends"] >= allowed:
+        return max(0.001, window_start + width - now)
+    db.execute(
+        "INSERT INTO send_windows (window_start, sends) VALUES (?, 1) "
+        "ON CONFLICT (window_start) DO UPDATE SET sends = sends + 1",
+        (window_start,),
+    )
+    return 0.0
+
+
+def _schedule_job(
+    db: sqlite3.Connection, job_id: str, *, plan: ReplyPlan, now: float
+) -> ReplyJob | None:
+    row = db.execute("SELECT * FROM reply_jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None or row["state"] != JobState.QUEUED:
+        return None
+    conversation_id = row["conversation_id"]
+    found = db.execute(
+        "SELECT * FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
+    ).fetchone()
+    # A customer who wrote without the lead form: the least-loaded broker takes them.
+    conversation = (
+        _conversation(found)
+        if found is not None
+        else _assign_broker(db, conversation_id, None, now=now)
+    )
+    if conversation.status is not ConversationStatus.BOT:
+        _finish_job(
+            db,
+            job_id,
+            owner=None,
+            state=JobState.SKIPPED,
+            now=now,
+            error=f"conversation {conversation.status.value}",
+        )
+        return _job_by_id(db, job_id)
+    if not _hold_capacity(db, job_id, conversation.broker_id, now=now):
+        return _job_by_id(db, job_id)  # still queued: the broker is full
+    return _prepare_job(
+        db,
+        job_id,
+        broker_id=conversation.broker_id,
+        delay_s=plan.delay_for(conversation.broker_id),
+        escalation_reason=plan.escalation_reason,
+        now=now,
+    )
+
+
+def _conversation_status(db: sqlite3.Connection, conversation_id: int) -> ConversationStatus:
+    row = db.execute(
+        "SELECT status FROM broker_conversations WHERE conversation_id = ?", (conversation_id,)
+    ).fetchone()
+    return ConversationStatus.BOT if row is None else ConversationStatus(row["status"])
 
 
 def _add_missing_columns(connection: sqlite3.Connection) -> None:

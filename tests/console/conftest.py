@@ -94,7 +94,13 @@ def data_dir(
     directory = tmp_path / "data"
     directory.mkdir()
     shutil.copy(seeded_template, directory / "store.db")
-    for name in ("CHATWOOT_BASE_URL", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "REDIS_URL"):
+    for name in (
+        "CHATWOOT_BASE_URL",
+        "DATABASE_URL",
+        "SUPABASE_URL",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "REDIS_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATA_DIR", str(directory))
     monkeypatch.setenv("CONSOLE_PASSWORD", PASSWORD)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import console_cli
 from app.config import ConfigError, Settings
-from app.console_cli import check_access, check_store, run_console, streamlit_command
+from app.console_cli import check_access, run_console, streamlit_command
 from console import auth
 from tests.console.conftest import MAIN, PASSWORD, TIMEOUT_S, no_failures
 
@@ -170,11 +170,6 @@ def test_console_command_refuses_without_a_login(monkeypatch: pytest.MonkeyPatch
     check_access(Settings(), OIDC)
 
 
-def test_console_command_refuses_the_supabase_store() -> None:
-    with pytest.raises(ConfigError, match="SQLite store only"):
-        check_store(Settings(supabase_url="https://x.supabase.co", supabase_service_role_key="k"))
-
-
 def test_run_console_execs_streamlit_with_safe_flags(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -212,12 +207,13 @@ def test_no_page_renders_before_login(data_dir: Path, page: str) -> None:
     assert not app.metric and not app.dataframe
 
 
-def test_console_explains_that_it_needs_the_sqlite_store(
+def test_console_says_what_to_do_when_the_store_does_not_answer(
     console: Callable[..., AppTest], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SUPABASE_URL", "https://example.supabase.co")
-    monkeypatch.setenv("SUPABASE_SERVICE_ROLE_KEY", "service-role-key")
+    # A PostgreSQL store that nobody listens on: the console explains, with no traceback.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/none")
     app = console()
     assert not app.exception
-    assert "embedded SQLite store only" in app.error[0].value
+    assert "The store did not answer" in app.error[0].value
+    assert "ai-broker doctor" in app.error[0].value
     assert not app.metric

@@ -343,7 +343,7 @@ def test_at_zero_percent_messages_are_forwarded_to_n8n(
     assert chatwoot.messages(cid)[-1]["content_attributes"] == {"n8n": True}
 
 
-def test_at_100_percent_messages_are_queued_for_the_new_pipeline(
+def test_at_100_percent_messages_are_scheduled_for_the_new_pipeline(
     client: FlaskClient, services: Services, n8n: N8nSandbox, chatwoot: ChatwootSandbox
 ) -> None:
     set_rollout(client, percentage=100)
@@ -353,8 +353,10 @@ def test_at_100_percent_messages_are_queued_for_the_new_pipeline(
         "customer_message",
         "new",
     )
-    queued = ledger_job(services, answer["job_id"])
-    assert (queued.state, queued.route) == (JobState.QUEUED, "new")
+    scheduled = ledger_job(services, answer["job_id"])
+    # Admitted in the receiver's one store call: broker assigned, capacity held, delay set.
+    assert (scheduled.state, scheduled.route) == (JobState.WAITING, "new")
+    assert scheduled.capacity_held and scheduled.broker_id is not None
     assert n8n.received() == []
     assert pending(services) == 1
 
@@ -453,7 +455,7 @@ def test_circuit_opens_after_repeated_failures_and_recovers(
     assert len(n8n.received()) == FAILURE_THRESHOLD  # n8n was not called
     bypassed = ledger_job(services, answer["job_id"])
     assert (bypassed.state, bypassed.route, bypassed.route_reason) == (
-        JobState.QUEUED,
+        JobState.WAITING,
         "new",
         "n8n_circuit_open",
     )
@@ -810,5 +812,5 @@ def test_migration_status_reports_state_description_and_advice(
     assert (
         report["description"] == "Gradual rollout: the new pipeline answers 30 % of conversations."
     )
-    assert report["queue"]["jobs"] == {"queued": 1}
+    assert report["queue"]["jobs"] == {"waiting": 1}
     assert "Turn shadow mode on" not in "\n".join(report["recommendations"])

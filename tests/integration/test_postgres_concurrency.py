@@ -3,7 +3,7 @@
 Each worker is a thread with its own database connection calling the ai_broker_* functions in
 autocommit, exactly as PostgREST does (one function call, one transaction), and a barrier
 releases them together. A few races also run end to end, each worker's calls going through
-SupabaseStore -> supabase-py -> the PostgREST sandbox -> the same functions.
+PostgresStore -> supabase-py -> the PostgREST sandbox -> the same functions.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from app.domain.events import InboundMessage
 from app.domain.jobs import JobState
 from app.domain.personas import PERSONAS
 from app.store.models import ClaimStatus, ConversationStatus, InboundStatus
-from app.store.supabase import SupabaseStore
+from app.store.postgres import PostgresStore
 from tests.support.postgres import SupabaseBed, shared_supabase_bed
 
 T0 = 1_700_000_000.0
@@ -41,7 +41,7 @@ def bed(request: pytest.FixtureRequest) -> SupabaseBed:
 
 
 @pytest.fixture
-def store(bed: SupabaseBed) -> Iterator[SupabaseStore]:
+def store(bed: SupabaseBed) -> Iterator[PostgresStore]:
     """For setting the scene and reading the outcome (the races use their own connections)."""
     instance = bed.store()
     try:
@@ -99,7 +99,7 @@ def message(message_id: int, conversation_id: int) -> InboundMessage:
     )
 
 
-def new_jobs(store: SupabaseStore, count: int, *, per_conversation: int = 1) -> list[str]:
+def new_jobs(store: PostgresStore, count: int, *, per_conversation: int = 1) -> list[str]:
     ids = []
     for n in range(1, count + 1):
         outcome = store.record_inbound(
@@ -110,7 +110,7 @@ def new_jobs(store: SupabaseStore, count: int, *, per_conversation: int = 1) -> 
     return ids
 
 
-def waiting_jobs(store: SupabaseStore, count: int, *, per_conversation: int = 1) -> list[str]:
+def waiting_jobs(store: PostgresStore, count: int, *, per_conversation: int = 1) -> list[str]:
     ids = new_jobs(store, count, per_conversation=per_conversation)
     for job_id in ids:
         assert store.prepare_job(
@@ -119,13 +119,13 @@ def waiting_jobs(store: SupabaseStore, count: int, *, per_conversation: int = 1)
     return ids
 
 
-def workload(store: SupabaseStore, broker_id: str = BROKER) -> int:
+def workload(store: PostgresStore, broker_id: str = BROKER) -> int:
     return next(b.current_workload for b in store.list_brokers() if b.id == broker_id)
 
 
 # -- mark busy: hold_capacity ---------------------------------------------------------------
 def test_fifty_parallel_holds_never_push_a_broker_past_capacity(
-    bed: SupabaseBed, store: SupabaseStore
+    bed: SupabaseBed, store: PostgresStore
 ) -> None:
     store.seed_brokers(PERSONAS, max_concurrent_chats=10)
     job_ids = new_jobs(store, 50)
@@ -140,7 +140,7 @@ def test_fifty_parallel_holds_never_push_a_broker_past_capacity(
 
 
 def test_fifty_parallel_holds_of_one_job_count_it_once(
-    bed: SupabaseBed, store: SupabaseStore
+    bed: SupabaseBed, store: PostgresStore
 ) -> None:
     store.seed_brokers(PERSONAS, max_concurrent_chats=10)
     (job_id,) = new_jobs(store, 1)
@@ -153,7 +153,7 @@ def test_fifty_parallel_holds_of_one_job_count_it_once(
 
 # -- release capacity -----------------------------------------------------------------------
 def test_concurrent_double_releases_never_go_below_zero(
-    bed: SupabaseBed, store: SupabaseStore
+    bed: SupabaseBed, store: PostgresStore
 ) -> None:
     store.seed_brokers(PERSONAS, max_concurrent_chats=10)
     job_ids = new_jobs(store, 10)
@@ -184,7 +184,7 @@ def test_concurrent_double_releases_never_go_below_zero(
 # -- claim with a lease ---------------------------------------------------------------------
 @pytest.mark.parametrize("workers", [2, 8])
 def test_workers_racing_for_the_same_jobs_claim_each_once(
-    bed: SupabaseBed, store: SupabaseStore, workers: int
+    bed: SupabaseBed, store: PostgresStore, workers: int
 ) -> None:
     job_ids = waiting_jobs(store, 30)  # one conversation each: no burst merging
 
@@ -212,7 +212,7 @@ def test_workers_racing_for_the_same_jobs_claim_each_once(
 
 
 def test_bursts_claimed_by_racing_workers_answer_every_message_once(
-    bed: SupabaseBed, store: SupabaseStore
+    bed: SupabaseBed, store: PostgresStore
 ) -> None:
     # Six messages in each of five conversations: claims merge older messages into newer ones
     # while other workers claim those same messages.
@@ -239,7 +239,7 @@ def test_bursts_claimed_by_racing_workers_answer_every_message_once(
 
 # -- inbound dedupe -------------------------------------------------------------------------
 def test_the_same_messages_from_many_workers_make_one_job_each(
-    bed: SupabaseBed, store: SupabaseStore
+    bed: SupabaseBed, store: PostgresStore
 ) -> None:
     def record_all(index: int, db: psycopg.Connection[Any]) -> list[str]:
         return [
@@ -256,7 +256,7 @@ def test_the_same_messages_from_many_workers_make_one_job_each(
 
 
 def test_one_delivery_from_many_workers_is_recorded_once(
-    bed: SupabaseBed, store: SupabaseStore
+    bed: SupabaseBed, store: PostgresStore
 ) -> None:
     outcomes = race(
         bed.dsn,
@@ -270,7 +270,7 @@ def test_one_delivery_from_many_workers_is_recorded_once(
 
 # -- reaper, send rate ----------------------------------------------------------------------
 def test_concurrent_reapers_hand_each_lost_job_to_one_of_them(
-    bed: SupabaseBed, store: SupabaseStore
+    bed: SupabaseBed, store: PostgresStore
 ) -> None:
     lost = new_jobs(store, 40)  # queued at T0: stale at T0 + 100
 
@@ -295,7 +295,7 @@ def test_send_slots_are_not_oversold_under_contention(bed: SupabaseBed) -> None:
 
 # -- mixed load -----------------------------------------------------------------------------
 def test_mixed_load_neither_deadlocks_nor_leaks_capacity(
-    bed: SupabaseBed, store: SupabaseStore
+    bed: SupabaseBed, store: PostgresStore
 ) -> None:
     store.seed_brokers(PERSONAS, max_concurrent_chats=8)
     brokers = [p.slug for p in PERSONAS]
@@ -333,8 +333,8 @@ def test_mixed_load_neither_deadlocks_nor_leaks_capacity(
     assert not any(j.capacity_held and j.state.is_terminal for j in jobs)
 
 
-# -- end to end: SupabaseStore -> PostgREST sandbox -----------------------------------------
-def test_fifty_parallel_holds_through_postgrest(bed: SupabaseBed, store: SupabaseStore) -> None:
+# -- end to end: PostgresStore -> PostgREST sandbox -----------------------------------------
+def test_fifty_parallel_holds_through_postgrest(bed: SupabaseBed, store: PostgresStore) -> None:
     store.seed_brokers(PERSONAS, max_concurrent_chats=10)
     job_ids = new_jobs(store, 50)
     stores = [bed.store() for _ in range(50)]
@@ -356,7 +356,7 @@ def test_fifty_parallel_holds_through_postgrest(bed: SupabaseBed, store: Supabas
 
 
 def test_eight_workers_racing_to_claim_through_postgrest(
-    bed: SupabaseBed, store: SupabaseStore
+    bed: SupabaseBed, store: PostgresStore
 ) -> None:
     job_ids = waiting_jobs(store, 20)
     stores = [bed.store() for _ in range(8)]

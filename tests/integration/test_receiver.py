@@ -63,12 +63,13 @@ def _post(client: FlaskClient, payload: object, **headers: str):
     )
 
 
-def test_customer_message_is_recorded_and_queued(client: FlaskClient, services) -> None:
+def test_customer_message_is_recorded_and_scheduled(client: FlaskClient, services) -> None:
     response = _post(client, _fixture("message_created.incoming_contact.json"))
     assert response.status_code == 200
     assert response.json["status"] == "accepted"
     job = services.store.get_job(response.json["job_id"])
-    assert job is not None and job.state.value == "queued" and job.inbound_message_id == 90211
+    assert job is not None and job.state.value == "waiting" and job.inbound_message_id == 90211
+    assert job.capacity_held and job.due_at is not None
     assert services.queue.depth()["pending"] == 1
 
 
@@ -121,7 +122,7 @@ def test_duplicates_by_delivery_id_and_by_message_id(client: FlaskClient, servic
     assert first.json["status"] == "accepted"
     assert retry.json == {"status": "duplicate", "reason": "delivery_already_received"}
     assert fanout.json == {"status": "duplicate", "reason": "message_already_received"}
-    assert services.store.job_state_counts() == {"queued": 1}
+    assert services.store.job_state_counts() == {"waiting": 1}
 
 
 def test_human_takeover_cancels_queued_replies(client: FlaskClient, services) -> None:
@@ -276,4 +277,4 @@ def test_webhook_outcomes_are_counted_in_metrics(client: FlaskClient, services) 
     assert 'ai_broker_webhooks_total{outcome="duplicate:message_already_received"} 1' in metrics
     assert 'ai_broker_webhooks_total{outcome="ignored:private_note"} 1' in metrics
     assert 'ai_broker_webhooks_total{outcome="rejected:unauthorized"} 1' in metrics
-    assert 'ai_broker_jobs{state="queued"} 1' in metrics
+    assert 'ai_broker_jobs{state="waiting"} 1' in metrics

@@ -359,7 +359,7 @@ def test_receiver_buffers_and_the_drainer_records_and_enqueues(
 
     assert drain(services) == 1
     [job] = services.store.list_jobs(conversation_id=501)
-    assert job.state is JobState.QUEUED
+    assert job.state is JobState.WAITING  # admitted: assigned, capacity held, scheduled
     assert job.inbound_message_id == payload["id"]
     assert job.delivery_id == "dlv-1"
     # The ledger keeps the receiver's time, so latency figures include the buffer.
@@ -397,7 +397,7 @@ def test_without_redis_the_receiver_records_in_the_ledger(
     assert answer["job_id"]
     [job] = services.store.list_jobs(conversation_id=503)
     assert job.id == answer["job_id"]
-    assert job.state is JobState.QUEUED
+    assert job.state is JobState.WAITING
 
 
 def test_a_message_buffered_before_a_rollback_goes_to_n8n(

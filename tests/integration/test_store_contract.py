@@ -53,8 +53,16 @@ def _supabase_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     return bed.store()
 
 
+def _postgres_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """psycopg -> the migration on the local PostgreSQL (the same database as "supabase")."""
+    bed = shared_supabase_bed(request.config)
+    bed.reset()
+    return bed.direct_store()
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Store]] = {
     "sqlite": _sqlite_store,
+    "postgres": _postgres_store,
     "supabase": _supabase_store,
 }
 
@@ -953,7 +961,7 @@ class StoreContract:
             "cancelled": 1,
         }
 
-    def test_reply_latencies(self, store: Store) -> None:
+    def test_reply_latency_histogram(self, store: Store) -> None:
         sent = running_job(store, 1, 1, now=T0)
         store.finish_job(sent.id, owner="w1", state=JobState.SENT, now=T0 + 3, reply_message_id=1)
         handed = running_job(store, 2, 2, now=T0 + 10)
@@ -962,9 +970,15 @@ class StoreContract:
         )
         failed = running_job(store, 3, 3, now=T0)
         store.finish_job(failed.id, owner="w1", state=JobState.FAILED, now=T0 + 20)
-        assert sorted(store.reply_latencies(since=T0)) == [3.0, 5.0]
-        assert store.reply_latencies(since=T0 + 10) == [5.0]
-        assert store.reply_latencies(since=T0 + 16) == []
+        bounds = (1.0, 3.0, 4.0, 10.0)
+        everything = store.reply_latency_histogram(since=T0, bounds_s=bounds)
+        # Sent replies only (3 s and 5 s); cumulative per upper bound, as Prometheus counts.
+        assert everything.cumulative == (0, 1, 1, 2)
+        assert (everything.count, everything.sum_s) == (2, 8.0)
+        later = store.reply_latency_histogram(since=T0 + 10, bounds_s=bounds)
+        assert (later.cumulative, later.count, later.sum_s) == ((0, 0, 0, 1), 1, 5.0)
+        none = store.reply_latency_histogram(since=T0 + 16, bounds_s=bounds)
+        assert (none.cumulative, none.count, none.sum_s) == ((0, 0, 0, 0), 0, 0.0)
 
     def test_prune_forgets_old_deliveries(self, store: Store) -> None:
         new_job(store, 1, 1, now=T0)  # delivery d-1

@@ -499,7 +499,8 @@ class TestMigrationStoreContract:
         stats = store.reply_window_stats(since=T0, now=T0 + 10)
 
         assert (stats.finished, stats.failed, stats.sent, stats.fallbacks) == (4, 1, 2, 1)
-        assert list(stats.latencies_s) == [2.0, 4.0, 8.0]
+        # Nearest rank over the answered replies (2, 4, 8 s): p50 rank 2, p95 rank 3.
+        assert (stats.p50_s, stats.p95_s) == (4.0, 8.0)
         assert stats.backlog == 0
 
     def test_reply_window_stats_backlog_is_overdue_queued_and_waiting_jobs(
@@ -514,6 +515,6 @@ class TestMigrationStoreContract:
         forwarding_job(store, 6, 6, now=T0)  # n8n's, not backlog
         stats = store.reply_window_stats(since=T0, now=T0 + 40)
         assert stats.backlog == 2
-        assert (stats.finished, stats.latencies_s) == (0, ())
+        assert (stats.finished, stats.p50_s, stats.p95_s) == (0, None, None)
         assert store.reply_window_stats(since=T0, now=T0 + 40, overdue_s=0).backlog == 4
         assert store.reply_window_stats(since=T0, now=T0 + 30).backlog == 0

@@ -28,6 +28,7 @@ from app.domain.rollout import Route
 from app.sandbox.postgrest import PostgrestSandbox
 from app.store.base import Store, StoreError
 from app.store.models import ClaimStatus, InboundStatus, Verdict
+from app.store.postgres import PostgresStore
 from app.store.postgres_migrations import (
     SCHEMA_VERSION,
     apply_migrations,
@@ -35,7 +36,7 @@ from app.store.postgres_migrations import (
     migrations,
 )
 from app.store.sqlite import SqliteStore
-from app.store.supabase import SupabaseStore, create_supabase_store
+from app.store.supabase import PostgrestRpc, create_supabase_store
 from tests.support.postgres import (
     SupabaseBed,
     service_key,
@@ -114,10 +115,10 @@ def matches(actual: Any, expected: Any) -> bool:
 
 
 @pytest.fixture
-def replay(request: pytest.FixtureRequest) -> Iterator[tuple[SupabaseStore, Replay]]:
+def replay(request: pytest.FixtureRequest) -> Iterator[tuple[PostgresStore, Replay]]:
     handler = Replay(request.param)
     http = httpx.Client(transport=httpx.MockTransport(handler))
-    store = SupabaseStore(create_client(URL, KEY, ClientOptions(httpx_client=http)))
+    store = PostgresStore(PostgrestRpc(create_client(URL, KEY, ClientOptions(httpx_client=http))))
     try:
         yield store, handler
     finally:
@@ -143,19 +144,19 @@ def message(message_id: int, conversation_id: int, content: str) -> InboundMessa
 
 
 @recorded("rpc_hold_capacity.json")
-def test_hold_capacity_is_one_rpc(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_hold_capacity_is_one_rpc(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     assert store.hold_capacity("9f1c2e7a4b5d4c3e8f6a0b1c2d3e4f50", "sarah-wong", now=1700000002.5)
 
 
 @recorded("rpc_release_capacity.json")
-def test_release_capacity_takes_a_void_answer(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_release_capacity_takes_a_void_answer(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     store.release_capacity("9f1c2e7a4b5d4c3e8f6a0b1c2d3e4f50", now=1700000009.25)
 
 
 @recorded("rpc_record_inbound_recorded.json")
-def test_record_inbound_parses_the_new_job(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_record_inbound_parses_the_new_job(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     outcome = store.record_inbound(
         message(3, 9, "Is the 2.6% fixed package still available?"),
@@ -178,7 +179,7 @@ def test_record_inbound_parses_the_new_job(replay: tuple[SupabaseStore, Replay])
 
 
 @recorded("rpc_record_inbound_duplicate.json")
-def test_record_inbound_parses_a_duplicate(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_record_inbound_parses_a_duplicate(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     outcome = store.record_inbound(
         message(3, 9, "Is the 2.6% fixed package still available?"),
@@ -191,7 +192,7 @@ def test_record_inbound_parses_a_duplicate(replay: tuple[SupabaseStore, Replay])
 
 
 @recorded("rpc_claim_job_claimed.json")
-def test_claim_job_parses_the_claim_and_its_batch(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_claim_job_parses_the_claim_and_its_batch(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     claim = store.claim_job(
         "b2", owner="worker-1:4242", lease_s=30.0, coalesce_window_s=10.0, now=1700000004
@@ -208,10 +209,13 @@ def test_claim_job_parses_the_claim_and_its_batch(replay: tuple[SupabaseStore, R
     ]
     assert claim.batch[0].merged_into == "b2"
     assert claim.batch[-1] == claim.job
+    assert claim.conversation is not None
+    assert (claim.conversation.broker_id, claim.conversation.message_count) == ("grace-lim", 3)
+    assert claim.conversation.assigned_at == 1700000000.0
 
 
 @recorded("rpc_prepare_job_not_queued.json")
-def test_prepare_job_reads_null_as_none(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_prepare_job_reads_null_as_none(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     assert (
         store.prepare_job(
@@ -221,22 +225,21 @@ def test_prepare_job_reads_null_as_none(replay: tuple[SupabaseStore, Replay]) ->
     )
 
 
-@recorded("rpc_reply_latencies.json")
-def test_reply_latencies_are_floats(replay: tuple[SupabaseStore, Replay]) -> None:
+@recorded("rpc_reply_latency_histogram.json")
+def test_the_latency_histogram_comes_from_sql(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
-    latencies = store.reply_latencies(since=1700000000)
-    assert latencies == [3.0, 5.25]
-    assert all(isinstance(value, float) for value in latencies)
+    histogram = store.reply_latency_histogram(since=1700000000, bounds_s=(1, 5, 10))
+    assert (histogram.cumulative, histogram.count, histogram.sum_s) == ((0, 1, 2), 2, 8.25)
 
 
 @recorded("rpc_job_state_counts.json")
-def test_job_state_counts(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_job_state_counts(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     assert store.job_state_counts() == {"queued": 2, "running": 1}
 
 
-@recorded("select_reply_job.json")
-def test_get_job_is_a_table_read(replay: tuple[SupabaseStore, Replay]) -> None:
+@recorded("rpc_get_job.json")
+def test_get_job_is_one_function(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     job = store.get_job("c3")
     assert job is not None
@@ -246,8 +249,8 @@ def test_get_job_is_a_table_read(replay: tuple[SupabaseStore, Replay]) -> None:
     assert job.send_started_at == 1700000013.5 and job.inbound_payload == '{"id": 11}'
 
 
-@recorded("select_reply_jobs_filtered.json")
-def test_list_jobs_filters_in_the_query(replay: tuple[SupabaseStore, Replay]) -> None:
+@recorded("rpc_list_jobs_filtered.json")
+def test_list_jobs_passes_the_filters_as_arguments(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     assert (
         store.list_jobs(states=[JobState.QUEUED, JobState.WAITING], conversation_id=5, limit=2)
@@ -255,20 +258,20 @@ def test_list_jobs_filters_in_the_query(replay: tuple[SupabaseStore, Replay]) ->
     )
 
 
-@recorded("upsert_ai_brokers.json")
-def test_seed_brokers_counts_the_rows_inserted(replay: tuple[SupabaseStore, Replay]) -> None:
+@recorded("rpc_seed_brokers.json")
+def test_seed_brokers_counts_the_rows_inserted(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     assert store.seed_brokers(PERSONAS[:2], max_concurrent_chats=3) == 1
 
 
-@recorded("delete_prune.json")
-def test_prune_deletes_with_minimal_returns(replay: tuple[SupabaseStore, Replay]) -> None:
+@recorded("rpc_prune_batch.json")
+def test_prune_repeats_batches_until_nothing_changes(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
-    store.prune(now=1700000000.0)
+    assert store.prune(now=1700000000.0) == 1003
 
 
-@recorded("patch_verdict.json")
-def test_set_verdict_reports_whether_the_row_existed(replay: tuple[SupabaseStore, Replay]) -> None:
+@recorded("rpc_set_verdict.json")
+def test_set_verdict_reports_whether_the_row_existed(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     assert store.set_verdict(
         7, Verdict.BETTER, note="clearer rates", actor="ops:alice", now=1700000100
@@ -278,35 +281,35 @@ def test_set_verdict_reports_whether_the_row_existed(replay: tuple[SupabaseStore
 
 # -- errors ---------------------------------------------------------------------------------
 @recorded("error_function_missing.json")
-def test_a_missing_function_says_to_run_db_init(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_a_missing_function_says_to_run_db_init(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     with pytest.raises(StoreError, match=r"PGRST202.*ai-broker db init"):
         store.hold_capacity("x", "sarah-wong", now=1700000000)
 
 
 @recorded("error_unknown_job.json")
-def test_an_unknown_job_is_a_store_error(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_an_unknown_job_is_a_store_error(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     with pytest.raises(StoreError, match=r"no reply job no-such-job \(code PT404\)"):
         store.hold_capacity("no-such-job", "sarah-wong", now=1700000000)
 
 
 @recorded("error_no_brokers.json")
-def test_a_raised_exception_keeps_its_message(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_a_raised_exception_keeps_its_message(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     with pytest.raises(StoreError, match="no active brokers: run `ai-broker brokers seed`"):
         store.assign_broker(1, "sarah-wong", now=1700000000)
 
 
 @recorded("error_invalid_api_key.json")
-def test_a_refused_key_names_the_setting(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_a_refused_key_names_the_setting(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     with pytest.raises(StoreError, match=r"Invalid API key.*SUPABASE_SERVICE_ROLE_KEY"):
         store.list_brokers()
 
 
 @recorded("error_bad_gateway.json")
-def test_a_gateway_error_page_is_a_store_error(replay: tuple[SupabaseStore, Replay]) -> None:
+def test_a_gateway_error_page_is_a_store_error(replay: tuple[PostgresStore, Replay]) -> None:
     store, _ = replay
     with pytest.raises(StoreError, match=r"Bad Gateway \(code 502\)"):
         store.claim_job(
@@ -319,7 +322,7 @@ def test_an_unreachable_supabase_is_a_store_error() -> None:
         raise httpx.ConnectError("connection refused", request=request)
 
     http = httpx.Client(transport=httpx.MockTransport(refuse))
-    store = SupabaseStore(create_client(URL, KEY, ClientOptions(httpx_client=http)))
+    store = PostgresStore(PostgrestRpc(create_client(URL, KEY, ClientOptions(httpx_client=http))))
     with pytest.raises(StoreError, match="Supabase is unreachable"):
         store.release_capacity("x", now=1700000000)
 
@@ -330,8 +333,8 @@ def test_the_store_implements_the_whole_protocol() -> None:
     for name, method in inspect.getmembers(Store, predicate=inspect.isfunction):
         if name.startswith("_"):
             continue
-        implemented = getattr(SupabaseStore, name, None)
-        assert implemented is not None, f"SupabaseStore.{name} is missing"
+        implemented = getattr(PostgresStore, name, None)
+        assert implemented is not None, f"PostgresStore.{name} is missing"
         assert inspect.signature(implemented) == inspect.signature(method), name
 
 
@@ -367,14 +370,18 @@ def test_schema_knows_every_job_kind_and_state(bed: SupabaseBed) -> None:
 
 def test_apply_migrations_is_idempotent_and_records_the_version() -> None:
     with temporary_database(migrated=False) as dsn:
-        assert apply_migrations(dsn) == [SCHEMA_VERSION]
+        every = [version for version, _ in migrations()]
+        assert every[-1] == SCHEMA_VERSION
+        assert apply_migrations(dsn) == every
         assert apply_migrations(dsn) == []
         with psycopg.connect(dsn) as connection:
-            versions = connection.execute("SELECT version FROM schema_migrations").fetchall()
+            versions = connection.execute(
+                "SELECT version FROM schema_migrations ORDER BY version"
+            ).fetchall()
             meta = connection.execute(
                 "SELECT value FROM schema_meta WHERE key = 'schema_version'"
             ).fetchone()
-        assert versions == [(SCHEMA_VERSION,)]
+        assert versions == [(version,) for version in every]
         assert meta == (SCHEMA_VERSION,)
 
 
@@ -383,7 +390,9 @@ def test_the_printed_script_runs_on_a_fresh_database_and_again() -> None:
     with temporary_database(migrated=False) as dsn, psycopg.connect(dsn, autocommit=True) as db:
         db.execute(migration_sql().encode())
         db.execute(migration_sql().encode())
-        assert db.execute("SELECT count(*) FROM schema_migrations").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM schema_migrations").fetchone() == (
+            len(migrations()),
+        )
 
 
 def test_apply_migrations_reports_an_unreachable_database() -> None:

@@ -1,5 +1,6 @@
-"""The Supabase store's test bed: a throwaway PostgreSQL database with the migrations applied,
-and the PostgREST sandbox in front of it, reached with the real supabase-py client.
+"""The PostgreSQL store's test bed: a throwaway PostgreSQL database with the migrations applied,
+reached directly over psycopg, and through the PostgREST sandbox with the real supabase-py
+client.
 
 Every database is `ai_broker_<random>` on the local server ($AI_BROKER_TEST_POSTGRES, default
 postgresql://postgres@127.0.0.1:5432/postgres) and is dropped afterwards. Without a server the
@@ -29,8 +30,10 @@ from psycopg import sql
 from supabase import Client, ClientOptions, create_client
 
 from app.sandbox.postgrest import PostgrestSandbox
+from app.store.postgres import PostgresStore
 from app.store.postgres_migrations import apply_migrations
-from app.store.supabase import SupabaseStore
+from app.store.psycopg_rpc import create_postgres_rpc
+from app.store.supabase import PostgrestRpc
 
 ADMIN_DSN = os.environ.get(
     "AI_BROKER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -50,6 +53,8 @@ DATA_TABLES = (
     "rollout_audit",
     "shadow_comparisons",
     "circuit_breakers",
+    "broker_samples",
+    "operator_actions",
 )
 
 
@@ -153,8 +158,13 @@ class SupabaseBed:
         http = httpx.Client(timeout=10.0, verify=_tls_context())
         return create_client(self.sandbox.url, self.key, ClientOptions(httpx_client=http))
 
-    def store(self) -> SupabaseStore:
-        return SupabaseStore(self.client())
+    def store(self) -> PostgresStore:
+        """The store over the REST transport: supabase-py -> the sandbox -> PostgreSQL."""
+        return PostgresStore(PostgrestRpc(self.client()))
+
+    def direct_store(self, *, pool_size: int = 4) -> PostgresStore:
+        """The store over psycopg, on the same database."""
+        return PostgresStore(create_postgres_rpc(self.dsn, pool_size=pool_size))
 
     def reset(self) -> None:
         empty(self.admin)

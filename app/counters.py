@@ -26,6 +26,7 @@ class BufferedCounters:
         self._pending: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._flusher: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     def count(self, name: str, label: str) -> None:
         with self._lock:
@@ -49,7 +50,12 @@ class BufferedCounters:
                 with self._lock:
                     self._pending[(name, label)] += amount
 
+    def close(self) -> None:
+        """Write what is pending and stop flushing, before the store closes."""
+        self._stopped.set()
+        atexit.unregister(self.flush)
+        self.flush()
+
     def _flush_forever(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(self._flush_every_s):
+        while not self._stopped.wait(self._flush_every_s):
             self.flush()

@@ -4,7 +4,9 @@ console's environment, a fake n8n that accepts every forward, and a logged-in op
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -12,13 +14,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
+import psycopg
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.store.sqlite import SqliteStore
+from app.bootstrap import build_analytics, build_store
+from app.config import Settings
+from app.store.analytics import Analytics
+from app.store.base import Store
 from console import auth
 from console.seed import SeedPlan, seed_store
+from tests.support.postgres import database_from_template, temporary_database
+from tests.support.store_copy import copy_sqlite_store
 
 MAIN = Path(__file__).resolve().parents[2] / "console" / "main.py"
 PASSWORD = "console-test-password"
@@ -83,8 +91,24 @@ def seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def postgres_template(seeded_template: Path) -> Iterator[str]:
+    """The seeded day copied into a migrated PostgreSQL database, the template of each test's."""
+    with temporary_database() as dsn:
+        copy_sqlite_store(seeded_template, dsn)
+        yield dsn
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every console test runs on the embedded store and on PostgreSQL (DATABASE_URL)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def data_dir(
+    request: pytest.FixtureRequest,
+    backend: str,
     tmp_path: Path,
     seeded_template: Path,
     n8n: FakeN8n,
@@ -93,7 +117,11 @@ def data_dir(
     """A fresh copy of the seeded store, and the environment the console reads."""
     directory = tmp_path / "data"
     directory.mkdir()
-    shutil.copy(seeded_template, directory / "store.db")
+    database: str | None = None
+    if backend == "postgres":
+        database = request.getfixturevalue("_postgres_copy")
+    else:
+        shutil.copy(seeded_template, directory / "store.db")
     for name in (
         "CHATWOOT_BASE_URL",
         "DATABASE_URL",
@@ -103,6 +131,8 @@ def data_dir(
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DATA_DIR", str(directory))
+    if database is not None:
+        monkeypatch.setenv("DATABASE_URL", database)
     monkeypatch.setenv("CONSOLE_PASSWORD", PASSWORD)
     monkeypatch.setenv("N8N_AI_BROKER_WEBHOOK_URL", n8n.url)
     monkeypatch.setattr(auth, "FAILURE_DELAY_S", 0.0)
@@ -113,10 +143,42 @@ def data_dir(
 
 
 @pytest.fixture
-def store(data_dir: Path) -> Iterator[SqliteStore]:
-    opened = SqliteStore(data_dir / "store.db")
+def _postgres_copy(postgres_template: str) -> Iterator[str]:
+    with database_from_template(postgres_template) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def store(data_dir: Path) -> Iterator[Store]:
+    """The store the console is configured with (SQLite in DATA_DIR, or DATABASE_URL)."""
+    opened = build_store(Settings.from_env(), pool_size=2)
     yield opened
     opened.close()
+
+
+@pytest.fixture
+def analytics(data_dir: Path, store: Store) -> Iterator[Analytics]:
+    opened = build_analytics(Settings.from_env(), store)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sql(data_dir: Path, backend: str) -> Callable[..., None]:
+    """Run one statement on the console's store (`?` placeholders), to set a scene."""
+
+    def run(statement: str, params: tuple[object, ...] = ()) -> None:
+        if backend == "postgres":
+            with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as postgres:
+                postgres.execute(statement.replace("?", "%s").encode(), params)
+            return
+        embedded = sqlite3.connect(data_dir / "store.db", isolation_level=None)
+        try:
+            embedded.execute(statement, params)
+        finally:
+            embedded.close()
+
+    return run
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ from collections.abc import Callable
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.store.analytics import SqliteAnalytics
-from app.store.sqlite import SqliteStore
+from app.store.analytics import Analytics
+from app.store.base import Store
 from tests.console.conftest import no_failures
 from tests.console.conftest import table as first_table
 
 
 def test_brokers_page_shows_each_persona_and_flags_the_full_one(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store
 ) -> None:
     app = console("brokers")
     no_failures(app)
@@ -31,17 +31,16 @@ def test_brokers_page_shows_each_persona_and_flags_the_full_one(
 
 
 def test_workload_over_time_comes_from_the_samples_the_worker_writes(
-    console: Callable[..., AppTest], data_dir: object, store: SqliteStore
+    console: Callable[..., AppTest],
+    data_dir: object,
+    store: Store,
+    sql: Callable[..., None],
+    analytics: Analytics,
 ) -> None:
-    with store._write() as db:
-        db.execute("DELETE FROM broker_samples")
+    sql("DELETE FROM broker_samples")
     app = console("brokers")
     assert any("No workload samples yet" in i.value for i in app.info)
-    analytics = SqliteAnalytics(store._path)
-    try:
-        assert analytics.sample_brokers(time.time()) == 5
-    finally:
-        analytics.close()
+    assert analytics.sample_brokers(time.time()) == 5
     st.cache_data.clear()  # the chart's figures are cached for 10 s
     app.run()
     assert not any("No workload samples yet" in i.value for i in app.info)

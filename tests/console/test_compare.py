@@ -10,8 +10,8 @@ from collections.abc import Callable
 from streamlit.testing.v1 import AppTest
 
 from app.store.analytics import ComparisonFilter
+from app.store.base import Store
 from app.store.models import Verdict
-from app.store.sqlite import SqliteStore
 from console import data
 from tests.console.conftest import OPERATOR, no_failures
 
@@ -21,7 +21,7 @@ def metric(app: AppTest, label: str) -> str:
 
 
 def test_comparisons_side_by_side_with_summary(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store
 ) -> None:
     app = console("compare")
     no_failures(app)
@@ -36,7 +36,7 @@ def test_comparisons_side_by_side_with_summary(
 
 
 def test_a_verdict_is_stored_with_the_operator_and_the_note(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store
 ) -> None:
     app = console("compare")
     target = store.list_comparisons(limit=1)[0]
@@ -59,9 +59,7 @@ def test_a_verdict_is_stored_with_the_operator_and_the_note(
     assert app.button(key=f"verdict_better_{target.id}").proto.type == "primary"
 
 
-def test_unrated_and_low_similarity_filters(
-    console: Callable[..., AppTest], store: SqliteStore
-) -> None:
+def test_unrated_and_low_similarity_filters(console: Callable[..., AppTest], store: Store) -> None:
     app = console("compare")
     everything = store.list_comparisons(limit=10_000)
     app.toggle(key="compare_unrated").set_value(True).run()
@@ -74,16 +72,15 @@ def test_unrated_and_low_similarity_filters(
 
 
 def test_csv_export_has_both_replies_and_defuses_formulas(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store, sql: Callable[..., None]
 ) -> None:
     app = console("compare")
     no_failures(app)
     first = store.list_comparisons(limit=1)[0]
-    with store._write() as db:
-        db.execute(
-            "UPDATE shadow_comparisons SET customer_message = '=HYPERLINK(\"x\")' WHERE id = ?",
-            (first.id,),
-        )
+    sql(
+        "UPDATE shadow_comparisons SET customer_message = '=HYPERLINK(\"x\")' WHERE id = ?",
+        (first.id,),
+    )
     rows = list(
         csv.DictReader(
             io.StringIO(
@@ -98,10 +95,9 @@ def test_csv_export_has_both_replies_and_defuses_formulas(
 
 
 def test_no_comparisons_yet_points_to_rollout(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store, sql: Callable[..., None]
 ) -> None:
-    with store._write() as db:
-        db.execute("DELETE FROM shadow_comparisons")
+    sql("DELETE FROM shadow_comparisons")
     app = console("compare")
     assert not app.exception
     assert app.info[0].value == "No comparisons yet — turn shadow on in Rollout."

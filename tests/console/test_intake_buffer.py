@@ -18,8 +18,8 @@ from streamlit.testing.v1 import AppTest
 
 from app.adapters.redis_intake import BufferedInbound, Claimed, RedisIntake
 from app.domain.events import InboundMessage
-from app.store.analytics import SqliteAnalytics
-from app.store.sqlite import SqliteStore
+from app.store.analytics import Analytics
+from app.store.base import Store
 from console import auth, data
 from tests.console.conftest import OPERATOR, no_failures, table
 from tests.console.test_presentation import ALIVE, status
@@ -110,7 +110,7 @@ def test_parked_messages_are_an_alert_and_a_table_without_their_content(
 
 
 def test_put_parked_messages_back_moves_them_and_is_audited(
-    console: Callable[..., AppTest], buffer: RedisIntake, store: SqliteStore
+    console: Callable[..., AppTest], buffer: RedisIntake, store: Store, analytics: Analytics
 ) -> None:
     park(buffer, 2)
     app = console()
@@ -124,11 +124,7 @@ def test_put_parked_messages_back_moves_them_and_is_audited(
     assert not app.get("text_area")  # the dialog is closed
     assert not any("parked" in e.value for e in app.error)  # the alert is gone
     assert not [b for b in app.button if b.key == "parked_replay"]
-    analytics = SqliteAnalytics(store._path)
-    try:
-        action = analytics.operator_actions(limit=1)[0]
-    finally:
-        analytics.close()
+    action = analytics.operator_actions(limit=1)[0]
     assert (action.actor, action.action, action.target, action.reason) == (
         OPERATOR.actor,
         "replay_intake",

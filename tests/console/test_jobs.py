@@ -10,8 +10,8 @@ from streamlit.testing.v1 import AppTest
 from app.config import Settings
 from app.domain.jobs import JobState
 from app.domain.rollout import RolloutState
-from app.store.analytics import SqliteAnalytics
-from app.store.sqlite import SqliteStore
+from app.store.analytics import Analytics
+from app.store.base import Store
 from tasks.queue import build_huey
 from tests.console.conftest import OPERATOR, no_failures, table
 
@@ -28,7 +28,7 @@ def open_job(console: Callable[..., AppTest], job_id: str) -> AppTest:
 
 
 def test_ledger_lists_jobs_newest_first_and_filters_by_state(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store
 ) -> None:
     app = console("jobs")
     no_failures(app)
@@ -42,9 +42,7 @@ def test_ledger_lists_jobs_newest_first_and_filters_by_state(
     assert matches.startswith(f"{store.job_state_counts()['failed']:,} jobs match")
 
 
-def test_search_by_conversation_and_by_words(
-    console: Callable[..., AppTest], store: SqliteStore
-) -> None:
+def test_search_by_conversation_and_by_words(console: Callable[..., AppTest], store: Store) -> None:
     job = store.list_jobs(states=[JobState.FAILED], limit=1)[0]
     app = console("jobs")
     app.selectbox(key="jobs_since").set_value("all time")
@@ -56,7 +54,7 @@ def test_search_by_conversation_and_by_words(
 
 
 def test_job_detail_shows_message_reply_timings_and_traceback(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store
 ) -> None:
     job = store.list_jobs(states=[JobState.FAILED], limit=1)[0]
     app = open_job(console, job.id)
@@ -72,7 +70,7 @@ def test_job_detail_shows_message_reply_timings_and_traceback(
 
 
 def test_retry_re_enqueues_a_failed_job(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store, analytics: Analytics
 ) -> None:
     job = store.list_jobs(states=[JobState.FAILED], limit=1)[0]
     huey = build_huey(Settings.from_env())
@@ -85,11 +83,7 @@ def test_retry_re_enqueues_a_failed_job(
     assert after is not None
     assert (after.state, after.attempts, after.error) == (JobState.QUEUED, 0, None)
     assert huey.pending_count() == pending_before + 1  # a prepare task for the worker
-    analytics = SqliteAnalytics(store._path)
-    try:
-        action = analytics.operator_actions(target=job.id)[0]
-    finally:
-        analytics.close()
+    action = analytics.operator_actions(target=job.id)[0]
     assert (action.actor, action.action, action.reason) == (
         OPERATOR.actor,
         "retry",
@@ -99,7 +93,7 @@ def test_retry_re_enqueues_a_failed_job(
 
 
 def test_cancel_a_pending_job_keeps_the_operator_on_the_job(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store
 ) -> None:
     job = store.list_jobs(states=[JobState.WAITING], limit=1)[0]
     app = open_job(console, job.id)
@@ -113,7 +107,7 @@ def test_cancel_a_pending_job_keeps_the_operator_on_the_job(
 
 
 def test_pause_and_resume_the_queue_are_audited(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store
 ) -> None:
     app = console("jobs")
     app.button(key="queue_toggle").click().run()

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from streamlit.testing.v1 import AppTest
 
+from app.store.base import Store
 from app.store.models import WorkerHeartbeat
-from app.store.sqlite import SqliteStore
 from tests.console.conftest import no_failures, table
 
 
@@ -16,15 +16,15 @@ def metric(app: AppTest, label: str) -> str:
     return next(m.value for m in app.metric if m.label == label)
 
 
-def beat(store: SqliteStore, worker: str, seen_at: float) -> None:
+def beat(store: Store, worker: str, seen_at: float) -> None:
     store.heartbeat(WorkerHeartbeat(worker, "host", 1, 32, seen_at - 3600, seen_at))
 
 
 def test_overview_shows_the_queue_the_last_hour_and_the_workers(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store, sql: Callable[..., None]
 ) -> None:
-    with store._write() as db:  # the seeded workers stopped long ago; one beats now
-        db.execute("UPDATE worker_heartbeats SET seen_at = seen_at - 86400")
+    # The seeded workers stopped long ago; one beats now.
+    sql("UPDATE worker_heartbeats SET seen_at = seen_at - 86400")
     beat(store, "worker-a:4121", time.time())
     app = console()
     no_failures(app)
@@ -42,10 +42,9 @@ def test_overview_shows_the_queue_the_last_hour_and_the_workers(
 
 
 def test_overview_alerts_when_replies_wait_and_no_worker_is_alive(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store, sql: Callable[..., None]
 ) -> None:
-    with store._write() as db:  # every seeded worker stopped long ago
-        db.execute("UPDATE worker_heartbeats SET seen_at = seen_at - 86400")
+    sql("UPDATE worker_heartbeats SET seen_at = seen_at - 86400")  # every worker stopped
     app = console()
     assert metric(app, "Workers alive") == "0"
     assert any("No worker is alive and replies are waiting" in e.value for e in app.error)
@@ -53,11 +52,10 @@ def test_overview_alerts_when_replies_wait_and_no_worker_is_alive(
 
 
 def test_overview_on_an_empty_store_says_what_to_do(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store, sql: Callable[..., None]
 ) -> None:
-    with store._write() as db:
-        for table in ("reply_jobs", "worker_heartbeats", "shadow_comparisons"):
-            db.execute(f"DELETE FROM {table}")
+    for emptied in ("reply_jobs", "worker_heartbeats", "shadow_comparisons"):
+        sql(f"DELETE FROM {emptied}")
     app = console()
     assert not app.exception
     texts = [i.value for i in app.info]

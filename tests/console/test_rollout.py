@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.domain.jobs import JobState
 from app.domain.rollout import RolloutState
-from app.store.sqlite import SqliteStore
+from app.store.base import Store
 from tests.console.conftest import OPERATOR, FakeN8n, no_failures
 
 INITIAL = RolloutState()
@@ -21,7 +21,7 @@ def confirm(app: AppTest, reason: str) -> AppTest:
 
 
 def test_moving_the_slider_writes_the_state_and_the_audit(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store
 ) -> None:
     app = console("rollout")
     no_failures(app)
@@ -48,7 +48,7 @@ def test_moving_the_slider_writes_the_state_and_the_audit(
 
 
 def test_a_change_needs_a_reason_and_can_be_cancelled(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store
 ) -> None:
     app = console("rollout")
     before = store.get_rollout(initial=INITIAL)
@@ -63,7 +63,7 @@ def test_a_change_needs_a_reason_and_can_be_cancelled(
 
 
 def test_disabling_n8n_below_100_percent_is_refused(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store
 ) -> None:
     app = console("rollout")
     audit_before = len(store.audit_log(limit=1000))
@@ -75,7 +75,7 @@ def test_disabling_n8n_below_100_percent_is_refused(
 
 
 def test_rollback_cancels_unsent_replies_and_hands_them_to_n8n(
-    console: Callable[..., AppTest], store: SqliteStore, n8n: FakeN8n
+    console: Callable[..., AppTest], store: Store, n8n: FakeN8n
 ) -> None:
     unsent = [
         job
@@ -102,7 +102,7 @@ def test_rollback_cancels_unsent_replies_and_hands_them_to_n8n(
 
 
 def test_guard_thresholds_can_be_changed_with_a_reason(
-    console: Callable[..., AppTest], store: SqliteStore
+    console: Callable[..., AppTest], store: Store
 ) -> None:
     app = console("rollout")
     app.number_input[0].set_value(0.02)  # max failure rate

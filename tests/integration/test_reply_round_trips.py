@@ -10,6 +10,7 @@ before counting: it is cached for a second per process, not read per message.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -113,11 +114,14 @@ def sandboxes() -> Iterator[tuple[ChatwootSandbox, LLMSandbox]]:
         yield chatwoot, llm
 
 
+@contextmanager
 def system(
     store: Store, sandboxes: tuple[ChatwootSandbox, LLMSandbox]
-) -> tuple[Log, WebhookIntake, ReplyPipeline, InlineQueue, Callable[[], None]]:
+) -> Iterator[tuple[Log, WebhookIntake, ReplyPipeline, InlineQueue, Callable[[], None]]]:
     chatwoot, llm = sandboxes
     log = Log()
+    # Webhook counters are written once a second for all webhooks, not per reply: off the count.
+    counters = BufferedCounters(store, flush_every_s=3600)
     if isinstance(store, PostgresStore):
         store = PostgresStore(CountingRpc(store.transport, log))
     contract.seed(store)
@@ -141,7 +145,7 @@ def system(
         queue,
         rollout,
         None,
-        BufferedCounters(counted),
+        counters,
         planner=ReplyPlanner(scale=0.0),
     )
     pipeline = ReplyPipeline(
@@ -158,7 +162,10 @@ def system(
         rollout.current()
         log.entries.clear()
 
-    return log, intake, pipeline, queue, warm
+    try:
+        yield log, intake, pipeline, queue, warm
+    finally:
+        counters.close()
 
 
 def answer(
@@ -183,46 +190,48 @@ def test_a_first_message_a_steady_reply_and_a_handoff_take_four_store_calls_each
     store: Store, sandboxes: tuple[ChatwootSandbox, LLMSandbox]
 ) -> None:
     chatwoot, _ = sandboxes
-    log, intake, pipeline, queue, warm = system(store, sandboxes)
-    _, conversation = chatwoot.create_lead_conversation("Tan Wei Ming", "t@example.com", "+6591")
-    cid = int(conversation["id"])
-    four = ["admit_inbound", "claim_job", "start_send", "complete_job"]
+    with system(store, sandboxes) as (log, intake, pipeline, queue, warm):
+        _, conversation = chatwoot.create_lead_conversation(
+            "Tan Wei Ming", "t@example.com", "+6591"
+        )
+        cid = int(conversation["id"])
+        four = ["admit_inbound", "claim_job", "start_send", "complete_job"]
 
-    warm()
-    first = answer(chatwoot, intake, pipeline, queue, cid, "What rates can I get?")
-    assert log.store_calls() == four  # the broker is assigned inside admit_inbound
-    assert log.store_calls_before("chatwoot.post") == 3
+        warm()
+        first = answer(chatwoot, intake, pipeline, queue, cid, "What rates can I get?")
+        assert log.store_calls() == four  # the broker is assigned inside admit_inbound
+        assert log.store_calls_before("chatwoot.post") == 3
 
-    warm()
-    steady = answer(chatwoot, intake, pipeline, queue, cid, "And for a 25-year loan?")
-    assert log.store_calls() == four
-    assert log.store_calls_before("chatwoot.post") == 3
+        warm()
+        steady = answer(chatwoot, intake, pipeline, queue, cid, "And for a 25-year loan?")
+        assert log.store_calls() == four
+        assert log.store_calls_before("chatwoot.post") == 3
 
-    warm()
-    handoff = answer(chatwoot, intake, pipeline, queue, cid, "I want to talk to a real person")
-    assert log.store_calls() == four
-    assert log.store_calls_before("chatwoot.post") == 3
-    assert "chatwoot.post.private" in log.entries  # the handoff note, with no store call
+        warm()
+        handoff = answer(chatwoot, intake, pipeline, queue, cid, "I want to talk to a real person")
+        assert log.store_calls() == four
+        assert log.store_calls_before("chatwoot.post") == 3
+        assert "chatwoot.post.private" in log.entries  # the handoff note, with no store call
 
-    if any(e.startswith("rpc.") for e in log.entries):
-        # PostgreSQL: each store call is exactly one database call.
-        assert [e for e in log.entries if e.startswith("rpc.")] == [
-            "rpc.admit_inbound",
-            "rpc.claim_reply",
-            "rpc.start_send",
-            "rpc.complete_job",
+        if any(e.startswith("rpc.") for e in log.entries):
+            # PostgreSQL: each store call is exactly one database call.
+            assert [e for e in log.entries if e.startswith("rpc.")] == [
+                "rpc.admit_inbound",
+                "rpc.claim_reply",
+                "rpc.start_send",
+                "rpc.complete_job",
+            ]
+        states = [store.get_job(job_id) for job_id in (first, steady, handoff)]
+        assert [s.state if s else None for s in states] == [
+            JobState.SENT,
+            JobState.SENT,
+            JobState.HANDED_OFF,
         ]
-    states = [store.get_job(job_id) for job_id in (first, steady, handoff)]
-    assert [s.state if s else None for s in states] == [
-        JobState.SENT,
-        JobState.SENT,
-        JobState.HANDED_OFF,
-    ]
-    conversation_row = store.get_conversation(cid)
-    assert conversation_row is not None and conversation_row.status.value == "handed_off"
-    replies = [
-        m
-        for m in chatwoot.messages(cid)
-        if m["message_type"] in (1, "outgoing") and not m.get("private")
-    ]
-    assert len(replies) == 3
+        conversation_row = store.get_conversation(cid)
+        assert conversation_row is not None and conversation_row.status.value == "handed_off"
+        replies = [
+            m
+            for m in chatwoot.messages(cid)
+            if m["message_type"] in (1, "outgoing") and not m.get("private")
+        ]
+        assert len(replies) == 3

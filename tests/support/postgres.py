@@ -124,6 +124,26 @@ def temporary_database(*, migrated: bool = True) -> Iterator[str]:
             )
 
 
+@contextmanager
+def database_from_template(template_dsn: str) -> Iterator[str]:
+    """A copy of the database at `template_dsn` (nobody may be connected to it), dropped after."""
+    template = psycopg.conninfo.conninfo_to_dict(template_dsn)["dbname"]
+    name = f"ai_broker_{secrets.token_hex(6)}"
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(str(template))
+            )
+        )
+    try:
+        yield dsn_for(name)
+    finally:
+        with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
 _RESTART_IDENTITIES = """
 SELECT setval(pg_get_serial_sequence(format('%I', c.relname), a.attname), 1, false)
   FROM pg_attribute AS a

@@ -1,8 +1,10 @@
 """The console in a real browser: `ai-broker console` as a real process over a seeded store
-(100,000 ledger rows, 10,000 comparisons), driven by Debian's chromium through Playwright.
+(100,000 ledger rows, 10,000 comparisons), driven by Debian's chromium through Playwright, once
+on the embedded SQLite store and once on PostgreSQL (DATABASE_URL, the same rows copied).
 
 Opens every page after logging in, checks that none shows an exception, a traceback or an error
-box, and saves the screenshots that docs/console.md and the README show (docs/screenshots/).
+box, and saves the screenshots that docs/console.md and the README show (docs/screenshots/,
+from the SQLite run; the PostgreSQL run's go to a temporary directory).
 Needs `chromium` (apt) and `playwright` (pip, the dev extra); it installs nothing itself.
 """
 
@@ -16,16 +18,21 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.bootstrap import build_store
+from app.config import Settings
 from app.sandbox.n8n import WEBHOOK_PATH, N8nSandbox
+from app.store.base import Store
 from app.store.models import WorkerHeartbeat
-from app.store.sqlite import SqliteStore
 from console.seed import SeedPlan, seed_store
+from tests.support.postgres import require_postgres, temporary_database
+from tests.support.store_copy import copy_sqlite_store
 from tests.support.system import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -57,6 +64,12 @@ class Console:
     data_dir: Path
     process: subprocess.Popen[bytes]
     log: Path
+    env: dict[str, str]
+    screenshots: Path
+
+    def store(self) -> Store:
+        """The store the console runs on."""
+        return build_store(Settings.from_env(self.env), pool_size=1)
 
     def log_tail(self) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-60:])
@@ -74,7 +87,7 @@ def _require_browser() -> None:
         pytest.fail("playwright is missing: pip install -e '.[dev]'")
 
 
-def _beat(store: SqliteStore, stop: threading.Event) -> None:
+def _beat(store: Store, stop: threading.Event) -> None:
     """A live worker's heartbeats (the seeded workers would look stopped after 30 s)."""
     started = time.time()
     while not stop.is_set():
@@ -93,24 +106,47 @@ def _beat(store: SqliteStore, stop: threading.Event) -> None:
 
 
 @pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("seeded") / "store.db"
+    seed_store(path, SeedPlan())
+    return path
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def console(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, seeded: Path
+) -> Iterator[Console]:
     _require_browser()
     data_dir = tmp_path_factory.mktemp("console")
-    seed_store(data_dir / "store.db", SeedPlan())
-    store = SqliteStore(data_dir / "store.db")
+    with ExitStack() as stack:
+        database: dict[str, str] = {}
+        screenshots = SCREENSHOTS
+        if request.param == "postgres":
+            require_postgres()
+            dsn = stack.enter_context(temporary_database())
+            copy_sqlite_store(seeded, dsn)
+            database["DATABASE_URL"] = dsn
+            screenshots = data_dir / "screenshots"
+        else:
+            shutil.copy(seeded, data_dir / "store.db")
+        yield from _run_console(data_dir, database, screenshots)
+
+
+def _run_console(data_dir: Path, database: dict[str, str], screenshots: Path) -> Iterator[Console]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CHATWOOT_", "OPENAI_", "REDIS_", "SUPABASE_", "N8N_", "DATABASE_"))
+    }
+    env.update(database, DATA_DIR=str(data_dir))
+    store = build_store(Settings.from_env(env), pool_size=1)
     stop = threading.Event()
     heart = threading.Thread(target=_beat, args=(store, stop), daemon=True)
     heart.start()
     port = free_port()
     log_path = data_dir / "console.log"
     with N8nSandbox() as n8n:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("CHATWOOT_", "OPENAI_", "REDIS_", "SUPABASE_", "N8N_"))
-        }
         env.update(
-            DATA_DIR=str(data_dir),
             HOST="127.0.0.1",
             CONSOLE_PORT=str(port),
             CONSOLE_PASSWORD=PASSWORD,
@@ -123,7 +159,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
-        running = Console(f"http://127.0.0.1:{port}", data_dir, process, log_path)
+        running = Console(f"http://127.0.0.1:{port}", data_dir, process, log_path, env, screenshots)
         try:
             _wait_healthy(running)
             yield running
@@ -169,11 +205,11 @@ def _settle(page: object, *, charts: int = 0) -> None:
     page.wait_for_timeout(800)
 
 
-def _screenshot(page: object, name: str) -> None:
+def _screenshot(page: object, directory: Path, name: str) -> None:
     from playwright.sync_api import Page
 
     assert isinstance(page, Page)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(parents=True, exist_ok=True)
     height = page.evaluate(
         "() => Math.max(...[...document.querySelectorAll("
         '\'[data-testid="stMain"], [data-testid="stMainBlockContainer"]\')]'
@@ -181,7 +217,7 @@ def _screenshot(page: object, name: str) -> None:
     )
     page.set_viewport_size({"width": VIEWPORT["width"], "height": min(int(height) + 40, 4200)})
     page.wait_for_timeout(600)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+    page.screenshot(path=str(directory / f"{name}.png"))
     page.set_viewport_size(VIEWPORT)
 
 
@@ -228,13 +264,13 @@ def test_every_page_renders_without_errors_and_is_screenshotted(console: Console
                 )
                 _assert_no_errors(page, title)
                 assert page.locator(".js-plotly-plot").count() >= (path != "jobs")
-                _screenshot(page, path)
+                _screenshot(page, console.screenshots, path)
 
             # A failed job opened: message, reply, timings, error and the full traceback.
             page.get_by_role("button", name="failed", exact=False).first.click()
             _settle(page)
             page.locator('[data-testid="stDataFrame"]').first.wait_for()
-            store = SqliteStore(console.data_dir / "store.db")
+            store = console.store()
             try:
                 failed = store.list_jobs(states=[_failed()], limit=1)[0]
             finally:
@@ -246,7 +282,7 @@ def test_every_page_renders_without_errors_and_is_screenshotted(console: Console
             _assert_no_errors(page, "Jobs (failed job opened)", traceback_allowed=True)
             code = page.locator('[data-testid="stCode"]').all_inner_texts()
             assert any("Traceback (most recent call last)" in block for block in code)
-            _screenshot(page, "job-detail")
+            _screenshot(page, console.screenshots, "job-detail")
             context.close()
         finally:
             browser.close()
@@ -291,7 +327,7 @@ def test_live_refresh_and_a_rollout_change_through_the_dialog(console: Console) 
             _assert_no_errors(page, "Rollout after a change")
         finally:
             browser.close()
-    store = SqliteStore(console.data_dir / "store.db")
+    store = console.store()
     try:
         entry = store.audit_log(limit=1)[0]
     finally:

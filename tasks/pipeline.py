@@ -62,6 +62,8 @@ from tasks.queue import JobQueue
 log = logging.getLogger(__name__)
 
 HANDOFF_STATUS = "handoff_requested"
+# A job not due on the store's clock but due on this host's comes back this much later.
+SKEWED_CLOCK_RETRY_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -176,8 +178,14 @@ class ReplyPipeline:
         if claim.status is ClaimStatus.DEFERRED:
             log.info("job=%s merged into a newer message of the burst", job_id)
         if claim.reason == NOT_DUE and claim.job is not None:
-            # Early (a duplicate task, a clock step): come back when the delay is over.
-            self._queue.enqueue_respond(job_id, at=claim.job.due_at)
+            # Early (a duplicate task, a clock step): come back when the delay is over. A due
+            # time already past on this host's clock but not on the database's (PostgreSQL
+            # judges leases on its own clock) would come back at once, again and again.
+            due_at = claim.job.due_at
+            self._queue.enqueue_respond(
+                job_id,
+                at=due_at if due_at is not None and due_at > now else now + SKEWED_CLOCK_RETRY_S,
+            )
             return
         if claim.status is not ClaimStatus.CLAIMED or claim.job is None:
             return

@@ -7,12 +7,18 @@ domain's records, so the same class serves both transports (app/store/rpc.py): p
 precision) as in the SQLite store, so every backend returns identical records and passes the
 same contract (tests/integration/test_store_contract.py).
 
+Leases, reaping and send windows run on the database's clock (`LeaseClock.DATABASE`, migration
+0005): a lease one host writes and another judges compares one clock, so hosts need not agree
+on the time. The `now` passed to those methods is then ignored; `LeaseClock.CALLER` uses it, as
+the SQLite store does, for tests that drive time by hand.
+
 The schema is not created here: `ai-broker db init` applies the migrations
 (app/store/postgres_migrations.py) and `init_schema` checks the version.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,12 +63,26 @@ PRUNE_BATCH = 1000
 PRUNE_MAX_BATCHES = 50  # per prune pass; the next pass (minutes later) goes on
 
 
+class LeaseClock(enum.Enum):
+    """Whose clock leases, reaping and send windows read."""
+
+    DATABASE = "database"  # the database's, whatever `now` the caller passes
+    CALLER = "caller"  # the `now` each method is given
+
+
 class PostgresStore:
-    def __init__(self, rpc: Rpc) -> None:
+    def __init__(self, rpc: Rpc, *, lease_clock: LeaseClock = LeaseClock.DATABASE) -> None:
         self._rpc = rpc
+        self._db_clock = lease_clock is LeaseClock.DATABASE
 
     def _call(self, function: str, params: Mapping[str, object] | None = None) -> Any:
         return self._rpc.call(function, params or {})
+
+    def _call_at(self, function: str, params: Row, now: float) -> Any:
+        """A lease function at `now`, or at the database's clock (its `_on_db_clock` form)."""
+        if self._db_clock:
+            return self._call(f"{function}_on_db_clock", params)
+        return self._call(function, {**params, "p_now": now})
 
     @property
     def transport(self) -> Rpc:
@@ -315,16 +335,13 @@ class PostgresStore:
     def claim_job(
         self, job_id: str, *, owner: str, lease_s: float, coalesce_window_s: float, now: float
     ) -> Claim:
-        claim = self._call(
-            "claim_reply",
-            {
-                "p_job_id": job_id,
-                "p_owner": owner,
-                "p_lease_s": lease_s,
-                "p_coalesce_window_s": coalesce_window_s,
-                "p_now": now,
-            },
-        )
+        params: Row = {
+            "p_job_id": job_id,
+            "p_owner": owner,
+            "p_lease_s": lease_s,
+            "p_coalesce_window_s": coalesce_window_s,
+        }
+        claim = self._call_at("claim_reply", params, now)
         job = claim.get("job")
         return Claim(
             ClaimStatus(claim["status"]),
@@ -338,9 +355,8 @@ class PostgresStore:
 
     def renew_lease(self, job_id: str, *, owner: str, lease_s: float, now: float) -> bool:
         return bool(
-            self._call(
-                "renew_lease",
-                {"p_job_id": job_id, "p_owner": owner, "p_lease_s": lease_s, "p_now": now},
+            self._call_at(
+                "renew_lease", {"p_job_id": job_id, "p_owner": owner, "p_lease_s": lease_s}, now
             )
         )
 
@@ -349,18 +365,24 @@ class PostgresStore:
         return _job(row) if row else None
 
     def start_send(self, job_id: str, *, owner: str, rate_per_s: float, now: float) -> SendStart:
-        window_start, allowed, wait_s = _send_window(rate_per_s, now)
-        found = self._call(
-            "start_send",
-            {
-                "p_job_id": job_id,
-                "p_owner": owner,
-                "p_window_start": window_start,
-                "p_allowed": allowed,
-                "p_wait_s": wait_s,
-                "p_now": now,
-            },
-        )
+        if self._db_clock:
+            found = self._call(
+                "start_send_on_db_clock",
+                {"p_job_id": job_id, "p_owner": owner, "p_rate_per_s": rate_per_s},
+            )
+        else:
+            window_start, allowed, wait_s = _send_window(rate_per_s, now)
+            found = self._call(
+                "start_send",
+                {
+                    "p_job_id": job_id,
+                    "p_owner": owner,
+                    "p_window_start": window_start,
+                    "p_allowed": allowed,
+                    "p_wait_s": wait_s,
+                    "p_now": now,
+                },
+            )
         job = found.get("job")
         return SendStart(
             SendGate(found["gate"]),
@@ -474,9 +496,7 @@ class PostgresStore:
         return [str(job_id) for job_id in handed or ()]
 
     def reap(self, *, now: float, stale_after_s: float, limit: int = 500) -> list[ReapedJob]:
-        reaped = self._call(
-            "reap", {"p_now": now, "p_stale_after_s": stale_after_s, "p_limit": limit}
-        )
+        reaped = self._call_at("reap", {"p_stale_after_s": stale_after_s, "p_limit": limit}, now)
         return [
             ReapedJob(row["job_id"], ReapAction(row["action"]), _float_or_none(row["due_at"]))
             for row in reaped
@@ -712,6 +732,8 @@ class PostgresStore:
 
     # -- shared runtime state ----------------------------------------------------------------
     def acquire_send_slot(self, rate_per_s: float, *, now: float) -> float:
+        if self._db_clock:
+            return float(self._call("acquire_send_slot_on_db_clock", {"p_rate_per_s": rate_per_s}))
         window_start, allowed, wait_s = _send_window(rate_per_s, now)
         if self._call("acquire_send_slot", {"p_window_start": window_start, "p_allowed": allowed}):
             return 0.0
@@ -774,9 +796,11 @@ class PostgresStore:
 
 
 def _send_window(rate_per_s: float, now: float) -> tuple[float, int, float]:
-    """The send window `now` falls in, the sends it allows and the wait until the next one.
-    The arithmetic is the SQLite store's, in Python, so both agree to the bit; the database
-    only counts sends in the window, atomically."""
+    """The send window `now` falls in, the sends it allows and the wait until the next one, on
+    the caller's clock. The arithmetic is the SQLite store's, in Python, so both agree to the
+    bit; the database only counts sends in the window, atomically. On the database's clock,
+    `ai_broker_send_window` (migration 0005) does it in SQL (a moment right at an edge may fall
+    in the neighbouring window there: float division, not Python's exact modulo)."""
     width = max(1.0, 1.0 / rate_per_s)
     window_start = now - (now % width)
     return window_start, max(1, round(rate_per_s * width)), max(0.001, window_start + width - now)

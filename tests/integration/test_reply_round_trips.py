@@ -214,11 +214,12 @@ def test_a_first_message_a_steady_reply_and_a_handoff_take_four_store_calls_each
         assert "chatwoot.post.private" in log.entries  # the handoff note, with no store call
 
         if any(e.startswith("rpc.") for e in log.entries):
-            # PostgreSQL: each store call is exactly one database call.
+            # PostgreSQL: each store call is exactly one database call, the lease ones on the
+            # database's clock.
             assert [e for e in log.entries if e.startswith("rpc.")] == [
                 "rpc.admit_inbound",
-                "rpc.claim_reply",
-                "rpc.start_send",
+                "rpc.claim_reply_on_db_clock",
+                "rpc.start_send_on_db_clock",
                 "rpc.complete_job",
             ]
         states = [store.get_job(job_id) for job_id in (first, steady, handoff)]

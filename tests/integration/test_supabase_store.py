@@ -28,7 +28,7 @@ from app.domain.rollout import Route
 from app.sandbox.postgrest import PostgrestSandbox
 from app.store.base import Store, StoreError
 from app.store.models import ClaimStatus, InboundStatus, Verdict
-from app.store.postgres import PostgresStore
+from app.store.postgres import LeaseClock, PostgresStore
 from app.store.postgres_migrations import (
     SCHEMA_VERSION,
     apply_migrations,
@@ -118,7 +118,11 @@ def matches(actual: Any, expected: Any) -> bool:
 def replay(request: pytest.FixtureRequest) -> Iterator[tuple[PostgresStore, Replay]]:
     handler = Replay(request.param)
     http = httpx.Client(transport=httpx.MockTransport(handler))
-    store = PostgresStore(PostgrestRpc(create_client(URL, KEY, ClientOptions(httpx_client=http))))
+    # The recordings pass `p_now`: the caller's clock, as the recorded build did.
+    store = PostgresStore(
+        PostgrestRpc(create_client(URL, KEY, ClientOptions(httpx_client=http))),
+        lease_clock=LeaseClock.CALLER,
+    )
     try:
         yield store, handler
     finally:

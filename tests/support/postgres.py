@@ -30,7 +30,7 @@ from psycopg import sql
 from supabase import Client, ClientOptions, create_client
 
 from app.sandbox.postgrest import PostgrestSandbox
-from app.store.postgres import PostgresStore
+from app.store.postgres import LeaseClock, PostgresStore
 from app.store.postgres_migrations import apply_migrations
 from app.store.psycopg_rpc import create_postgres_rpc
 from app.store.supabase import PostgrestRpc
@@ -178,13 +178,19 @@ class SupabaseBed:
         http = httpx.Client(timeout=10.0, verify=_tls_context())
         return create_client(self.sandbox.url, self.key, ClientOptions(httpx_client=http))
 
-    def store(self) -> PostgresStore:
-        """The store over the REST transport: supabase-py -> the sandbox -> PostgreSQL."""
-        return PostgresStore(PostgrestRpc(self.client()))
+    def store(self, *, lease_clock: LeaseClock = LeaseClock.CALLER) -> PostgresStore:
+        """The store over the REST transport: supabase-py -> the sandbox -> PostgreSQL. Its
+        leases run on the caller's clock unless asked otherwise, so tests drive time by hand
+        as on SQLite."""
+        return PostgresStore(PostgrestRpc(self.client()), lease_clock=lease_clock)
 
-    def direct_store(self, *, pool_size: int = 4) -> PostgresStore:
+    def direct_store(
+        self, *, pool_size: int = 4, lease_clock: LeaseClock = LeaseClock.CALLER
+    ) -> PostgresStore:
         """The store over psycopg, on the same database."""
-        return PostgresStore(create_postgres_rpc(self.dsn, pool_size=pool_size))
+        return PostgresStore(
+            create_postgres_rpc(self.dsn, pool_size=pool_size), lease_clock=lease_clock
+        )
 
     def reset(self) -> None:
         empty(self.admin)

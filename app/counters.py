@@ -12,7 +12,7 @@ import logging
 import threading
 from collections import Counter
 
-from app.store.base import Store
+from app.store.base import RuntimeState
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ FLUSH_EVERY_S = 1.0
 
 
 class BufferedCounters:
-    def __init__(self, store: Store, *, flush_every_s: float = FLUSH_EVERY_S) -> None:
+    def __init__(self, store: RuntimeState, *, flush_every_s: float = FLUSH_EVERY_S) -> None:
         self._store = store
         self._flush_every_s = flush_every_s
         self._pending: Counter[tuple[str, str]] = Counter()

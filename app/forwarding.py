@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from app.adapters.n8n import ForwardResult, N8nClient
 from app.domain.circuit import COOLDOWN_S, Circuit, admit, record
-from app.store.base import Store
+from app.store.base import CircuitRecords
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ _CAS_ATTEMPTS = 8
 class CircuitBreaker:
     def __init__(
         self,
-        store: Store,
+        store: CircuitRecords,
         name: str,
         *,
         cooldown_s: float = COOLDOWN_S,

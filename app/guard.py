@@ -13,7 +13,7 @@ from typing import Protocol
 
 from app.domain.health import PipelineHealth, guard_verdict
 from app.rollout import RollbackResult, RolloutService
-from app.store.base import Store
+from app.store.base import RuntimeState
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,9 @@ class Notifier(Protocol):
     def alert(self, level: str, title: str, message: str) -> bool: ...
 
 
-def pipeline_health(store: Store, *, window_s: float, now: float | None = None) -> PipelineHealth:
+def pipeline_health(
+    store: RuntimeState, *, window_s: float, now: float | None = None
+) -> PipelineHealth:
     now = time.time() if now is None else now
     stats = store.reply_window_stats(since=now - window_s, now=now)
     alive = store.live_workers(since=now - HEARTBEAT_STALE_S)
@@ -45,7 +47,7 @@ def pipeline_health(store: Store, *, window_s: float, now: float | None = None) 
 class RolloutGuard:
     def __init__(
         self,
-        store: Store,
+        store: RuntimeState,
         rollout: RolloutService,
         notifier: Notifier,
         *,

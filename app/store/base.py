@@ -1,4 +1,5 @@
-"""The store interface: brokers and capacity, conversations, the reply-job ledger.
+"""The store interface, as focused ports: brokers and conversations, the reply-job ledger,
+rollout and audit, comparisons, circuits, and shared runtime state; `Store` is all of them.
 
 SQLite implements it for the embedded default; the PostgreSQL store (over psycopg or
 Supabase's REST API) implements the same contract (tests/integration/test_store_contract.py
@@ -40,13 +41,15 @@ class StoreError(RuntimeError):
     """The store could not complete an operation (unreachable, locked too long, ...)."""
 
 
-class Store(Protocol):
-    # -- lifecycle ---------------------------------------------------------------------------
+class StoreLifecycle(Protocol):
     def init_schema(self) -> None: ...
     def ping(self) -> None: ...
     def close(self) -> None: ...
 
-    # -- brokers and capacity ----------------------------------------------------------------
+
+class BrokerDirectory(Protocol):
+    """Brokers, their capacity, and each conversation's broker and status."""
+
     def seed_brokers(self, personas: Iterable[BrokerPersona], *, max_concurrent_chats: int) -> int:
         """Insert the personas that are absent; return how many were inserted."""
         ...
@@ -97,7 +100,11 @@ class Store(Protocol):
         """Metrics after a reply: message counts, and the handoff when there was one."""
         ...
 
-    # -- the reply-job ledger ----------------------------------------------------------------
+
+class JobLedger(Protocol):
+    """The reply-job ledger: admission, claims and leases, sending, the end of each job, the
+    reaper, and the hand-over of unsent jobs to n8n."""
+
     def record_inbound(
         self,
         message: InboundMessage,
@@ -250,7 +257,27 @@ class Store(Protocol):
         re-enqueues it."""
         ...
 
-    # -- rollout -----------------------------------------------------------------------------
+    def forward_outcome(
+        self, job_id: str, *, accepted: bool, reason: str, now: float
+    ) -> ReplyJob | None:
+        """A forwarding or cancelled job: forwarded when n8n accepted it, else back to queued
+        for the new pipeline (which then answers it). None if the job was in another state."""
+        ...
+
+    def cancel_unsent_replies(self, *, reason: str, now: float) -> list[ReplyJob]:
+        """Cancel every new-pipeline reply that has not started sending (rollback)."""
+        ...
+
+    def cancel_job(self, job_id: str, *, reason: str, now: float) -> bool: ...
+
+    def requeue_job(self, job_id: str, *, now: float) -> ReplyJob | None:
+        """A failed or cancelled job back to queued with fresh attempts (operator retry)."""
+        ...
+
+
+class RolloutRecords(Protocol):
+    """The live rollout state and its audit trail."""
+
     def get_rollout(self, *, initial: RolloutState) -> RolloutState:
         """The live rollout; `initial` (from the environment) is stored on first use."""
         ...
@@ -271,25 +298,10 @@ class Store(Protocol):
 
     def audit_log(self, *, limit: int = 100) -> list[AuditEntry]: ...
 
-    # -- n8n hand-over -----------------------------------------------------------------------
-    def forward_outcome(
-        self, job_id: str, *, accepted: bool, reason: str, now: float
-    ) -> ReplyJob | None:
-        """A forwarding or cancelled job: forwarded when n8n accepted it, else back to queued
-        for the new pipeline (which then answers it). None if the job was in another state."""
-        ...
 
-    def cancel_unsent_replies(self, *, reason: str, now: float) -> list[ReplyJob]:
-        """Cancel every new-pipeline reply that has not started sending (rollback)."""
-        ...
+class ComparisonRecords(Protocol):
+    """Shadow comparisons: the new pipeline's reply beside n8n's, and the operators' verdicts."""
 
-    def cancel_job(self, job_id: str, *, reason: str, now: float) -> bool: ...
-
-    def requeue_job(self, job_id: str, *, now: float) -> ReplyJob | None:
-        """A failed or cancelled job back to queued with fresh attempts (operator retry)."""
-        ...
-
-    # -- shadow comparisons ------------------------------------------------------------------
     def create_shadow(self, message: InboundMessage, *, now: float) -> ReplyJob | None:
         """A comparison row and its shadow job, once per customer message."""
         ...
@@ -333,18 +345,24 @@ class Store(Protocol):
         limit: int = 200,
     ) -> list[Comparison]: ...
 
-    # -- circuit breakers --------------------------------------------------------------------
+
+class CircuitRecords(Protocol):
+    """Circuit breakers shared by every process (n8n's)."""
+
     def get_circuit(self, name: str) -> Circuit: ...
     def swap_circuit(self, name: str, *, expected_version: int, circuit: Circuit) -> bool:
         """Compare-and-set on the version; the new row gets version expected + 1."""
         ...
 
-    # -- the new pipeline's health -----------------------------------------------------------
+
+class RuntimeState(Protocol):
+    """What the processes share at run time: the send rate, heartbeats, counters, the health
+    figures the guard and /metrics read, and housekeeping."""
+
     def reply_window_stats(
         self, *, since: float, now: float, overdue_s: float = 30.0
     ) -> ReplyWindowStats: ...
 
-    # -- shared runtime state ----------------------------------------------------------------
     def acquire_send_slot(self, rate_per_s: float, *, now: float) -> float:
         """Take a send slot under the global rate; returns 0, or seconds to wait and retry."""
         ...
@@ -362,3 +380,17 @@ class Store(Protocol):
         clearing their raw webhook bodies sooner) and old comparisons, in bounded batches (no
         long transaction); returns the rows changed."""
         ...
+
+
+class Store(
+    StoreLifecycle,
+    BrokerDirectory,
+    JobLedger,
+    RolloutRecords,
+    ComparisonRecords,
+    CircuitRecords,
+    RuntimeState,
+    Protocol,
+):
+    """Every port at once: what a backend implements, and what the composition root hands to
+    services that use several. A service that needs one concern takes that port."""

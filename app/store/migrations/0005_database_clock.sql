@@ -9,9 +9,14 @@
 -- Only additions: workers of the previous build go on calling the functions they know, with
 -- their own clocks.
 
+-- PL/pgSQL throughout: its statements' plans are kept for the connection, where an SQL
+-- function's body is planned again at every call (migration 0006 says more).
+
 CREATE OR REPLACE FUNCTION ai_broker_clock() RETURNS double precision
-LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
-    SELECT extract(epoch FROM clock_timestamp())::double precision;
+LANGUAGE plpgsql VOLATILE SET search_path = public, pg_temp AS $$
+BEGIN
+    RETURN extract(epoch FROM clock_timestamp())::double precision;
+END;
 $$;
 
 CREATE OR REPLACE FUNCTION ai_broker_claim_reply_on_db_clock(
@@ -20,23 +25,29 @@ CREATE OR REPLACE FUNCTION ai_broker_claim_reply_on_db_clock(
     p_lease_s double precision,
     p_coalesce_window_s double precision
 ) RETURNS jsonb
-LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
-    SELECT ai_broker_claim_reply(p_job_id, p_owner, p_lease_s, p_coalesce_window_s,
+LANGUAGE plpgsql VOLATILE SET search_path = public, pg_temp AS $$
+BEGIN
+    RETURN ai_broker_claim_reply(p_job_id, p_owner, p_lease_s, p_coalesce_window_s,
                                  ai_broker_clock());
+END;
 $$;
 
 CREATE OR REPLACE FUNCTION ai_broker_renew_lease_on_db_clock(
     p_job_id text, p_owner text, p_lease_s double precision
 ) RETURNS boolean
-LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
-    SELECT ai_broker_renew_lease(p_job_id, p_owner, p_lease_s, ai_broker_clock());
+LANGUAGE plpgsql VOLATILE SET search_path = public, pg_temp AS $$
+BEGIN
+    RETURN ai_broker_renew_lease(p_job_id, p_owner, p_lease_s, ai_broker_clock());
+END;
 $$;
 
 CREATE OR REPLACE FUNCTION ai_broker_reap_on_db_clock(
     p_stale_after_s double precision, p_limit integer DEFAULT 500
 ) RETURNS jsonb
-LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
-    SELECT ai_broker_reap(ai_broker_clock(), p_stale_after_s, p_limit);
+LANGUAGE plpgsql VOLATILE SET search_path = public, pg_temp AS $$
+BEGIN
+    RETURN ai_broker_reap(ai_broker_clock(), p_stale_after_s, p_limit);
+END;
 $$;
 
 -- The window `p_now` falls in for `p_rate_per_s` sends a second: its start, the sends it
@@ -45,29 +56,42 @@ CREATE OR REPLACE FUNCTION ai_broker_send_window(
     p_rate_per_s double precision, p_now double precision,
     OUT window_start double precision, OUT allowed integer, OUT wait_s double precision
 )
-LANGUAGE sql IMMUTABLE SET search_path = public, pg_temp AS $$
-    SELECT w.start, greatest(1, round(p_rate_per_s * w.width))::integer,
-           greatest(0.001, w.start + w.width - p_now)
-      FROM (SELECT width, width * floor(p_now / width) AS start
-              FROM (SELECT greatest(1.0, 1.0 / p_rate_per_s) AS width) AS d) AS w;
+LANGUAGE plpgsql IMMUTABLE SET search_path = public, pg_temp AS $$
+DECLARE
+    width double precision := greatest(1.0, 1.0 / p_rate_per_s);
+BEGIN
+    window_start := width * floor(p_now / width);
+    allowed := greatest(1, round(p_rate_per_s * width))::integer;
+    wait_s := greatest(0.001, window_start + width - p_now);
+END;
 $$;
 
 CREATE OR REPLACE FUNCTION ai_broker_start_send_on_db_clock(
     p_job_id text, p_owner text, p_rate_per_s double precision
 ) RETURNS jsonb
-LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
-    SELECT ai_broker_start_send(p_job_id, p_owner, w.window_start, w.allowed, w.wait_s, c.now)
-      FROM (SELECT ai_broker_clock() AS now) AS c,
-           LATERAL ai_broker_send_window(p_rate_per_s, c.now) AS w;
+LANGUAGE plpgsql VOLATILE SET search_path = public, pg_temp AS $$
+DECLARE
+    now double precision := ai_broker_clock();
+    w record;
+BEGIN
+    w := ai_broker_send_window(p_rate_per_s, now);
+    RETURN ai_broker_start_send(p_job_id, p_owner, w.window_start, w.allowed, w.wait_s, now);
+END;
 $$;
 
 CREATE OR REPLACE FUNCTION ai_broker_acquire_send_slot_on_db_clock(p_rate_per_s double precision)
 RETURNS double precision
-LANGUAGE sql VOLATILE SET search_path = public, pg_temp AS $$
+LANGUAGE plpgsql VOLATILE SET search_path = public, pg_temp AS $$
+DECLARE
+    w record;
+BEGIN
+    w := ai_broker_send_window(p_rate_per_s, ai_broker_clock());
     -- 0 when a slot was taken, else the seconds until the next window.
-    SELECT CASE WHEN ai_broker_acquire_send_slot(w.window_start, w.allowed) THEN 0.0
-                ELSE w.wait_s END
-      FROM ai_broker_send_window(p_rate_per_s, ai_broker_clock()) AS w;
+    IF ai_broker_acquire_send_slot(w.window_start, w.allowed) THEN
+        RETURN 0.0;
+    END IF;
+    RETURN w.wait_s;
+END;
 $$;
 
 -- == version ===================================================================================

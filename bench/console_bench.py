@@ -10,7 +10,11 @@ then measures every page:
   drawn;
 - and each analytics query on its own.
 
-    python bench/console_bench.py [--runs 5] [--browser] [--data-dir DIR] [--json FILE]
+    python bench/console_bench.py [--runs 5] [--browser] [--store sqlite|postgres]
+        [--data-dir DIR] [--json FILE]
+
+`--store postgres` copies the seeded rows into a migrated temporary database on the local
+PostgreSQL (tests/support/postgres.py) and runs the console on it over DATABASE_URL.
 
 The target is under 1.5 s per page. It is a benchmark, not a test: it prints the figures.
 """
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +40,9 @@ sys.path.insert(0, str(REPO))
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app.store.analytics import (  # noqa: E402
-    Buckets,
-    ComparisonFilter,
-    JobFilter,
-    SqliteAnalytics,
-)
+from app.bootstrap import build_analytics, build_store  # noqa: E402
+from app.config import Settings  # noqa: E402
+from app.store.analytics import Buckets, ComparisonFilter, JobFilter  # noqa: E402
 from console import auth  # noqa: E402
 from console.seed import SeedPlan, seed_store  # noqa: E402
 
@@ -164,8 +166,11 @@ def _open(page: Any, name: str) -> None:
         )
 
 
-def queries(store: Path, runs: int) -> dict[str, float]:
-    analytics = SqliteAnalytics(store)
+def queries(runs: int) -> dict[str, float]:
+    """Each analytics query on the store the environment names."""
+    settings = Settings.from_env()
+    store = build_store(settings, pool_size=1)
+    analytics = build_analytics(settings, store)
     now = time.time()
     day = Buckets.ending_at(now, span_s=86400, size_s=900)
     calls: dict[str, Callable[[], object]] = {
@@ -191,6 +196,7 @@ def queries(store: Path, runs: int) -> dict[str, float]:
         }
     finally:
         analytics.close()
+        store.close()
 
 
 def _timed(call: Callable[[], object]) -> float:
@@ -228,16 +234,43 @@ def main() -> int:
     parser.add_argument("--browser", action="store_true", help="also time pages in chromium")
     parser.add_argument("--data-dir", type=Path, default=None, help="reuse a seeded store")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the store the console reads: the seeded SQLite file, or the same rows on PostgreSQL",
+    )
     args = parser.parse_args()
+    with ExitStack() as stack:
+        return run(args, stack)
+
+
+def run(args: argparse.Namespace, stack: ExitStack) -> int:
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="console-bench-"))
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ.update(DATA_DIR=str(data_dir), CONSOLE_PASSWORD=PASSWORD)
-    for name in ("N8N_AI_BROKER_WEBHOOK_URL", "SUPABASE_URL", "REDIS_URL"):
+    for name in ("N8N_AI_BROKER_WEBHOOK_URL", "SUPABASE_URL", "REDIS_URL", "DATABASE_URL"):
         os.environ.pop(name, None)
-    report: dict[str, Any] = {"seed": seed(data_dir), "target_s": TARGET_S}
+    report: dict[str, Any] = {
+        "seed": seed(data_dir),
+        "target_s": TARGET_S,
+        "store": args.store,
+    }
+    if args.store == "postgres":
+        from tests.support.postgres import temporary_database
+        from tests.support.store_copy import copy_sqlite_store
 
-    report["queries_s"] = queries(data_dir / "store.db", args.runs)
+        dsn = stack.enter_context(temporary_database())
+        started = time.perf_counter()
+        copied = copy_sqlite_store(data_dir / "store.db", dsn)
+        print(
+            f"copied {sum(copied.values()):,} rows to PostgreSQL in "
+            f"{time.perf_counter() - started:.1f} s"
+        )
+        os.environ["DATABASE_URL"] = dsn
+
+    report["queries_s"] = queries(args.runs)
     print("\nanalytics queries (median of", args.runs, "runs)")
     for name, seconds in report["queries_s"].items():
         print(f"  {name:34} {seconds * 1000:7.1f} ms")

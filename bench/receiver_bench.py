@@ -42,7 +42,8 @@ Redis's and managed Redis's default, so the minimal endpoint is as fast as it ca
    cores stop keeping up), each sent as a signed webhook as Chatwoot does. Measured and split
    exactly as bench/pipeline_bench.py's overhead section (its `measure_overhead`: the sandbox's
    clock for message -> reply, the ledger's timestamps for the split). SQLite store always; the
-   Supabase store too in the full run.
+   PostgreSQL store (DATABASE_URL, a migrated temporary database) and the Supabase store too in
+   the full run (`--e2e-stores` picks them).
 
 Targets (from the issue) are printed with PASS/MISS; a miss does not fail the script. Results go
 to bench/results/receiver-<date>.json (`-quick` suffix for --quick, which takes under a minute:
@@ -70,6 +71,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -90,7 +92,6 @@ import redis
 
 from app.adapters.redis_intake import RedisIntake
 from app.sandbox.llm import LLMSandbox
-from app.store.supabase import create_supabase_store
 from app.webhook_auth import sign
 from bench.measure import (
     CLOCK_TICKS,
@@ -129,6 +130,13 @@ TARGET_ACK_P99_AT = 16
 TARGET_E2E_RATE_PER_S = 100.0
 TARGET_E2E_P50_MS = 15.0
 TARGET_E2E_P99_MS = 50.0
+# Production parity: PostgreSQL (DATABASE_URL) against SQLite at 100/s, Supabase at 50/s.
+TARGET_POSTGRES_P50_RATIO = 1.5
+TARGET_POSTGRES_P99_MS = 100.0
+TARGET_SUPABASE_RATE_PER_S = 50.0
+TARGET_SUPABASE_P50_MS = 150.0
+TARGET_SUPABASE_P99_MS = 500.0
+TARGET_POSTGRES_WORKER_CPU_MS = 8.0
 
 
 @dataclass(frozen=True)
@@ -141,8 +149,9 @@ class Sizes:
     e2e_backends: tuple[str, ...]
 
 
-FULL = Sizes((2, 4), 8.0, 300, 10.0, (20.0, 50.0, 100.0), ("sqlite", "supabase"))
+FULL = Sizes((2, 4), 8.0, 300, 10.0, (20.0, 50.0, 100.0), ("sqlite", "postgres", "supabase"))
 QUICK = Sizes((2,), 1.5, 100, 2.0, (20.0, 100.0), ("sqlite",))
+E2E_BACKENDS = ("sqlite", "postgres", "supabase")
 
 
 def log(text: str) -> None:
@@ -650,22 +659,24 @@ def measure_acks(
 
 
 @dataclass
-class SupabaseBench(Bench):
-    """pipeline_bench's Bench, reading the ledger through the Supabase store."""
+class StoreBench(Bench):
+    """pipeline_bench's Bench, reading the ledger through the store the system runs on
+    (PostgreSQL over DATABASE_URL, or Supabase through the PostgREST sandbox)."""
 
-    postgrest: Postgrest | None = field(default=None)
+    store_env: dict[str, str] = field(default_factory=dict)
 
     def jobs(self, conversation_ids: Sequence[int]) -> list[Any]:
+        from app.bootstrap import build_store
+        from app.config import Settings
         from app.domain.jobs import JobKind
 
-        assert self.postgrest is not None
-        store = create_supabase_store(self.postgrest.url, self.postgrest.key, timeout_s=60)
+        store = build_store(Settings.from_env(self.store_env), pool_size=1)
+        try:
+            jobs = store.list_jobs(limit=10**7)
+        finally:
+            store.close()
         wanted = set(conversation_ids)
-        return [
-            j
-            for j in store.list_jobs(limit=10**7)
-            if j.conversation_id in wanted and j.kind is JobKind.REPLY
-        ]
+        return [j for j in jobs if j.conversation_id in wanted and j.kind is JobKind.REPLY]
 
 
 def measure_e2e(
@@ -682,22 +693,29 @@ def measure_e2e(
     }
     with ExitStack() as stack:
         postgrest = None
+        store_env: dict[str, str] = {}
         if backend == "supabase":
             postgrest = stack.enter_context(
                 postgrest_process(workdir, "postgrest-e2e", postgrest_server)
             )
-            env.update(postgrest.env())
+            store_env = postgrest.env()
+        elif backend == "postgres":
+            from tests.support.postgres import temporary_database
+
+            store_env = {"DATABASE_URL": stack.enter_context(temporary_database())}
+        env.update(store_env)
         bench = stack.enter_context(
             running_system(workdir, f"e2e-{backend}", llm_latency_ms=0, workers=E2E_WORKERS, **env)
         )
-        if postgrest is not None:
-            bench = SupabaseBench(bench.system, bench.chatwoot, bench.llm, postgrest)
+        if store_env:
+            bench = StoreBench(bench.system, bench.chatwoot, bench.llm, store_env)
         groups = [*bench.groups(), ProcessGroup("redis", bench_redis.pid)]
         if postgrest is not None:
-            groups += [
-                ProcessGroup("postgrest sandbox", postgrest.process.pid, with_children=True),
-                NamedProcesses("postgres (all)", 0, comm="postgres"),
-            ]
+            groups.append(
+                ProcessGroup("postgrest sandbox", postgrest.process.pid, with_children=True)
+            )
+        if store_env:
+            groups.append(NamedProcesses("postgres (all)", 0, comm="postgres"))
         results = []
         for rate in sizes.e2e_rates_per_s:
             pipeline_sizes = PipelineSizes(
@@ -858,7 +876,49 @@ def render(results: dict[str, Any]) -> str:
             f"{name} {sec * 1000 / e2e['messages']:.1f}" for name, sec in e2e["cpu_s"].items()
         )
         out.append(f"   CPU ms per message: {per_message}")
+    out += render_store_targets(results.get("e2e", []))
     return "\n".join(out)
+
+
+def render_store_targets(e2e: list[dict[str, Any]]) -> list[str]:
+    """The production-parity targets: each store against SQLite, measured in the same run."""
+
+    def at(backend: str, rate: float) -> dict[str, Any] | None:
+        return next((r for r in e2e if r["backend"] == backend and r["rate_per_s"] == rate), None)
+
+    def end_to_end(result: dict[str, Any]) -> dict[str, float]:
+        return dict(result["ms"]["end to end (sandbox: message -> reply)"])
+
+    out: list[str] = []
+    sqlite, postgres = at("sqlite", TARGET_E2E_RATE_PER_S), at("postgres", TARGET_E2E_RATE_PER_S)
+    if sqlite and postgres:
+        base, pg = end_to_end(sqlite), end_to_end(postgres)
+        ratio = pg["p50"] / base["p50"]
+        out += [
+            "",
+            "   Store targets (same run)",
+            f"   postgres p50 <= {TARGET_POSTGRES_P50_RATIO}x sqlite at 100/s: {pg['p50']:.1f} vs "
+            f"{base['p50']:.1f} ms = {ratio:.2f}x  {verdict(ratio <= TARGET_POSTGRES_P50_RATIO)}",
+            f"   postgres p99 < {TARGET_POSTGRES_P99_MS:.0f} ms at 100/s: {pg['p99']:.1f} ms  "
+            f"{verdict(pg['p99'] < TARGET_POSTGRES_P99_MS)}",
+        ]
+    for result in (r for r in e2e if r["backend"] == "postgres"):
+        worker_ms = result["cpu_s"].get("worker", 0.0) * 1000 / result["messages"]
+        out.append(
+            f"   postgres worker CPU <= {TARGET_POSTGRES_WORKER_CPU_MS:.0f} ms per message at "
+            f"{result['rate_per_s']:.0f}/s: {worker_ms:.1f} ms  "
+            f"{verdict(worker_ms <= TARGET_POSTGRES_WORKER_CPU_MS)}"
+        )
+    supabase = at("supabase", TARGET_SUPABASE_RATE_PER_S)
+    if supabase:
+        sb = end_to_end(supabase)
+        out += [
+            f"   supabase p50 < {TARGET_SUPABASE_P50_MS:.0f} ms at 50/s: {sb['p50']:.1f} ms  "
+            f"{verdict(sb['p50'] < TARGET_SUPABASE_P50_MS)}",
+            f"   supabase p99 < {TARGET_SUPABASE_P99_MS:.0f} ms at 50/s: {sb['p99']:.1f} ms  "
+            f"{verdict(sb['p99'] < TARGET_SUPABASE_P99_MS)}",
+        ]
+    return out
 
 
 def main() -> int:
@@ -882,6 +942,12 @@ def main() -> int:
         default="all",
         help="run only the acknowledgement phase or only the webhook-to-reply phase",
     )
+    parser.add_argument(
+        "--e2e-stores",
+        default=None,
+        help="comma-separated stores for the webhook-to-reply phase, from "
+        f"{','.join(E2E_BACKENDS)} (default: all in the full run, sqlite with --quick)",
+    )
     parser.add_argument("--serve-postgrest", metavar="READY", help=argparse.SUPPRESS)
     parser.add_argument(
         "--postgrest-pool", type=int, default=POSTGREST_POOL, help=argparse.SUPPRESS
@@ -902,6 +968,14 @@ def main() -> int:
     from app.server import THREADS_PER_PROCESS
 
     sizes = QUICK if args.quick else FULL
+    if args.e2e_stores:
+        stores = tuple(name.strip() for name in args.e2e_stores.split(","))
+        unknown = sorted(set(stores) - set(E2E_BACKENDS))
+        if unknown:
+            parser.error(
+                f"unknown store {', '.join(unknown)}: choose from {', '.join(E2E_BACKENDS)}"
+            )
+        sizes = dataclasses.replace(sizes, e2e_backends=stores)
     mode = "quick" if args.quick else "full"
     started = time.monotonic()
     results: dict[str, Any] = {"meta": environment(mode), "sizes": sizes.__dict__}

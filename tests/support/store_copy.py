@@ -44,6 +44,8 @@ def copy_sqlite_store(sqlite_path: Path, dsn: str) -> dict[str, int]:
             for table in TABLES:
                 copied[table] = _copy_table(source, target, table)
             _restart_identities(target)
+            # Planner statistics, as autovacuum would gather them soon after a bulk load.
+            target.execute("ANALYZE")
     finally:
         source.close()
     return copied

@@ -2,8 +2,8 @@
 --
 -- PostgreSQL plans the body of an SQL-language function again at every call (it cannot
 -- inline these: each sets search_path), where PL/pgSQL keeps its statements' plans for the
--- connection. Measured with the four calls of a reply, one connection, no other load: 3.8-5.0
--- ms per reply before, 3.1 ms after (bench/results and docs/performance.md). Same names,
+-- connection. Measured with the four calls of a reply on one connection: about 12 % less
+-- wall time per reply at the same machine speed (docs/performance.md). Same names,
 -- signatures and results as in 0001 and 0004; only the language changes, so workers of the
 -- previous build go on as before.
 

@@ -1,10 +1,11 @@
 """The console in a real browser: `ai-broker console` as a real process over a seeded store
-(100,000 ledger rows, 10,000 comparisons), driven by Debian's chromium through Playwright, once
-on the embedded SQLite store and once on PostgreSQL (DATABASE_URL, the same rows copied).
+(100,000 ledger rows, 10,000 comparisons), driven by Debian's chromium through Playwright, on the
+embedded SQLite store, on PostgreSQL (DATABASE_URL) and on Supabase's REST API (SUPABASE_URL:
+the PostgREST sandbox over PostgreSQL), the same rows copied to each.
 
 Opens every page after logging in, checks that none shows an exception, a traceback or an error
 box, and saves the screenshots that docs/console.md and the README show (docs/screenshots/,
-from the SQLite run; the PostgreSQL run's go to a temporary directory).
+from the SQLite run; the others' go to a temporary directory).
 Needs `chromium` (apt) and `playwright` (pip, the dev extra); it installs nothing itself.
 """
 
@@ -31,7 +32,7 @@ from app.sandbox.n8n import WEBHOOK_PATH, N8nSandbox
 from app.store.base import Store
 from app.store.models import WorkerHeartbeat
 from console.seed import SeedPlan, seed_store
-from tests.support.postgres import require_postgres, temporary_database
+from tests.support.postgres import require_postgres, supabase_bed, temporary_database
 from tests.support.store_copy import copy_sqlite_store
 from tests.support.system import free_port, wait_until
 
@@ -112,7 +113,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=["sqlite", "postgres", "supabase"])
 def console(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, seeded: Path
 ) -> Iterator[Console]:
@@ -126,6 +127,11 @@ def console(
             dsn = stack.enter_context(temporary_database())
             copy_sqlite_store(seeded, dsn)
             database["DATABASE_URL"] = dsn
+            screenshots = data_dir / "screenshots"
+        elif request.param == "supabase":
+            bed = stack.enter_context(supabase_bed())
+            copy_sqlite_store(seeded, bed.dsn)
+            database.update(SUPABASE_URL=bed.sandbox.url, SUPABASE_SERVICE_ROLE_KEY=bed.key)
             screenshots = data_dir / "screenshots"
         else:
             shutil.copy(seeded, data_dir / "store.db")

@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.bootstrap import build_analytics, build_store
 from app.config import Settings
+from app.sandbox.n8n import SENDER as N8N_SENDER
 from app.store.analytics import Analytics
 from app.store.base import Store
 from console import auth
@@ -135,11 +137,34 @@ def data_dir(
         monkeypatch.setenv("DATABASE_URL", database)
     monkeypatch.setenv("CONSOLE_PASSWORD", PASSWORD)
     monkeypatch.setenv("N8N_AI_BROKER_WEBHOOK_URL", n8n.url)
+    monkeypatch.setenv("N8N_SENDER", N8N_SENDER)
     monkeypatch.setattr(auth, "FAILURE_DELAY_S", 0.0)
+    _workers_alive_now(directory, database)
     yield directory
     # Release the cached backends (store connections, thread pools) of this test's store.
     st.cache_resource.clear()
     st.cache_data.clear()
+
+
+# The seeded day's live workers beat at the moment it was seeded, once per session: beating
+# again now keeps them alive (HEARTBEAT_STALE_S = 30 s) however long the session has run.
+_REFRESH_LIVE_WORKERS = (
+    "UPDATE worker_heartbeats SET seen_at = {now} "
+    "WHERE seen_at >= (SELECT max(seen_at) FROM worker_heartbeats) - 1"
+)
+
+
+def _workers_alive_now(directory: Path, database: str | None) -> None:
+    statement = _REFRESH_LIVE_WORKERS.format(now=repr(time.time()))
+    if database is not None:
+        with psycopg.connect(database, autocommit=True) as postgres:
+            postgres.execute(statement.encode())
+        return
+    embedded = sqlite3.connect(directory / "store.db", isolation_level=None)
+    try:
+        embedded.execute(statement)
+    finally:
+        embedded.close()
 
 
 @pytest.fixture

@@ -231,6 +231,7 @@ def build_services(settings: Settings, *, worker: bool = False) -> Services:
             counters,
             planner=ReplyPlanner(scale=settings.response_delay_scale),
             buffer=buffer,
+            n8n_sender=settings.n8n_sender,
         ),
         counters=counters,
         rollout=rollout,

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from app.domain.circuit import COOLDOWN_S
+from app.domain.events import Sender
 from app.domain.rollout import RolloutState
 
 
@@ -56,7 +57,11 @@ class Settings:
     job_lease_s: float = 30.0
 
     n8n_webhook_url: str | None = None
+    # Who the n8n workflow posts its replies as; only its messages are n8n's replies.
+    n8n_sender: Sender | None = None
     n8n_timeout_s: float = 3.0
+    # A forwarded message without n8n's reply after this long is answered by the new pipeline.
+    n8n_reply_timeout_s: float = 60.0
     n8n_circuit_cooldown_s: float = COOLDOWN_S
     enable_ai_broker: bool = True
     rollout_percentage: int = 0
@@ -150,8 +155,12 @@ class Settings:
             chatwoot_timeout_s=env.number("CHATWOOT_TIMEOUT_S", 10.0, minimum=0.1),
             job_lease_s=env.number("JOB_LEASE_S", 30.0, minimum=3.0),
             n8n_webhook_url=env.text("N8N_AI_BROKER_WEBHOOK_URL"),
+            n8n_sender=env.sender("N8N_SENDER"),
             # Forwarding happens inside Chatwoot's 5 s webhook timeout.
             n8n_timeout_s=env.number("N8N_TIMEOUT_S", 3.0, minimum=0.1, maximum=4.0),
+            n8n_reply_timeout_s=env.number(
+                "N8N_REPLY_TIMEOUT_S", 60.0, minimum=5.0, maximum=3600.0
+            ),
             n8n_circuit_cooldown_s=env.number(
                 "N8N_CIRCUIT_COOLDOWN_S", COOLDOWN_S, minimum=1.0, maximum=600.0
             ),
@@ -220,6 +229,18 @@ class Settings:
 class _Env:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
+
+    def sender(self, name: str) -> Sender | None:
+        value = self.text(name)
+        if value is None:
+            return None
+        try:
+            return Sender.parse(value)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{name}: {exc}. Set it to the Chatwoot agent (user:<id>) or agent bot "
+                "(agent_bot:<id>) whose token the n8n workflow posts its replies with"
+            ) from None
 
     def text(self, name: str) -> str | None:
         value = self._environ.get(name)

@@ -25,6 +25,7 @@ import httpx
 from app.config import Settings
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.llm import LLMSandbox
+from app.sandbox.n8n import SENDER as N8N_SENDER
 from app.sandbox.n8n import N8nSandbox
 from app.sandbox.traffic import TrafficGenerator
 from app.store.sqlite import SqliteStore
@@ -91,6 +92,7 @@ def run_demo(
             "CONSOLE_PORT": str(settings.console_port),
             "ADMIN_TOKEN": admin_token,
             "N8N_AI_BROKER_WEBHOOK_URL": f"{n8n.url}/webhook/chatwoot-ai-broker",
+            "N8N_SENDER": N8N_SENDER,
             # Half the conversations on each system, n8n's half shadowed: every console page
             # has something to show.
             "ROLLOUT_PERCENTAGE": os.environ.get("ROLLOUT_PERCENTAGE", "50"),

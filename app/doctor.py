@@ -40,11 +40,7 @@ def run_doctor(settings: Settings, *, out: Callable[[str], object] = sys.stdout.
         _check("chatwoot", True, lambda: _chatwoot(settings)),
         _check("openai", True, lambda: _openai(settings)),
         _check("webhooks", True, lambda: _webhook_auth(settings)),
-        _check(
-            "n8n",
-            False,
-            lambda: _optional_url(settings.n8n_webhook_url, "N8N_AI_BROKER_WEBHOOK_URL"),
-        ),
+        _check("n8n", False, lambda: _n8n(settings)),
         _check(
             "slack",
             False,
@@ -179,6 +175,20 @@ def _optional_url(url: str | None, variable: str, *, probe: bool = True) -> str:
         # Any HTTP answer proves the host is reachable; only a network failure is a failure.
         httpx.head(url, timeout=CHECK_TIMEOUT_S)
     return f"configured ({variable})"
+
+
+def _n8n(settings: Settings) -> str:
+    configured = _optional_url(settings.n8n_webhook_url, "N8N_AI_BROKER_WEBHOOK_URL")
+    if settings.n8n_webhook_url and settings.n8n_sender is None:
+        raise ConfigError(
+            "configured (N8N_AI_BROKER_WEBHOOK_URL), but N8N_SENDER is missing: set it to the "
+            "Chatwoot agent (user:<id>) or agent bot (agent_bot:<id>) the workflow posts with. "
+            "Without it n8n's replies are told apart by the conversation's route, so a human's "
+            "answer in an n8n conversation counts as n8n's"
+        )
+    if settings.n8n_sender is not None:
+        return f"{configured}, replies from {settings.n8n_sender} (N8N_SENDER)"
+    return configured
 
 
 def _without_credentials(url: str) -> str:

@@ -28,14 +28,17 @@ from typing import Protocol
 
 import redis
 
+from app.adapters.n8n import forwarded_headers
 from app.adapters.redis_intake import BufferedInbound, PushOutcome
 from app.counters import BufferedCounters
 from app.domain.events import (
     EventAction,
     EventDecision,
     InboundMessage,
+    Sender,
     classify_event,
     foreign_reply_text,
+    sender_of,
 )
 from app.domain.jobs import JobState, ReplyJob
 from app.domain.reply_plan import ReplyPlanner
@@ -49,8 +52,6 @@ from tasks.queue import JobQueue
 log = logging.getLogger(__name__)
 
 WEBHOOK_COUNTER = "webhooks"
-# Kept with a buffered message so a later forward to n8n carries what Chatwoot sent.
-CHATWOOT_HEADER_PREFIX = "x-chatwoot-"
 
 
 class IntakeBuffer(Protocol):
@@ -76,9 +77,11 @@ class WebhookIntake:
         *,
         planner: ReplyPlanner,
         buffer: IntakeBuffer | None = None,
+        n8n_sender: Sender | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._counters = counters
+        self._n8n_sender = n8n_sender
         self._planner = planner
         self._buffer = buffer
         self._store = store
@@ -112,7 +115,7 @@ class WebhookIntake:
         conversation_id = decision.conversation_id
         if conversation_id is not None and self._forwarder is not None:
             reply = foreign_reply_text(payload)
-            if reply is not None and self._rollout.route_for(conversation_id) is Route.N8N:
+            if reply is not None and self._from_n8n(payload, conversation_id):
                 return self._n8n_replied(conversation_id, reply, payload)
         if decision.action is EventAction.IGNORE:
             return IntakeResult("ignored", decision.reason)
@@ -134,7 +137,16 @@ class WebhookIntake:
             return self._to_n8n(decision.message, raw, headers, delivery_id)
         if self._buffer is not None:
             return self._to_buffer(decision.message, raw, headers, delivery_id)
-        return self._to_pipeline(decision.message, raw, delivery_id, reason=None)
+        return self._to_pipeline(decision.message, raw, headers, delivery_id, reason=None)
+
+    def _from_n8n(self, payload: Mapping[str, object], conversation_id: int) -> bool:
+        """Whether a message we did not send is n8n's reply. With N8N_SENDER, by who sent it:
+        any other agent is a human taking over, and a rollout change racing the message (a
+        receiver still on its cached percentage) cannot mistake one for the other. Without
+        it, by the conversation's route, which is all there is to go on."""
+        if self._n8n_sender is not None:
+            return sender_of(payload) == self._n8n_sender
+        return self._rollout.route_for(conversation_id) is Route.N8N
 
     def admit_buffered(self, entry: BufferedInbound) -> IntakeResult:
         """Record a message a receiver buffered. The route is decided again: after a rollback
@@ -146,7 +158,12 @@ class WebhookIntake:
         ):
             return self._to_n8n(message, raw, entry.headers, entry.delivery_id)
         return self._to_pipeline(
-            message, raw, entry.delivery_id, reason=None, received_at=entry.received_at
+            message,
+            raw,
+            entry.headers,
+            entry.delivery_id,
+            reason=None,
+            received_at=entry.received_at,
         )
 
     def _to_buffer(
@@ -162,15 +179,13 @@ class WebhookIntake:
             delivery_id=delivery_id,
             received_at=self._clock(),
             payload=raw,
-            headers={
-                k: v for k, v in headers.items() if k.lower().startswith(CHATWOOT_HEADER_PREFIX)
-            },
+            headers=forwarded_headers(headers),
         )
         try:
             outcome = self._buffer.push(entry)
         except redis.RedisError as exc:
             log.warning("intake buffer unavailable (%s); recording in the ledger", exc)
-            return self._to_pipeline(message, raw, delivery_id, reason=None)
+            return self._to_pipeline(message, raw, headers, delivery_id, reason=None)
         if outcome is PushOutcome.ACCEPTED:
             return IntakeResult("accepted", "customer_message", route=Route.NEW)
         return IntakeResult("duplicate", outcome.value)
@@ -179,6 +194,7 @@ class WebhookIntake:
         self,
         message: InboundMessage,
         raw: bytes,
+        headers: Mapping[str, str],
         delivery_id: str | None,
         reason: str | None,
         *,
@@ -192,6 +208,7 @@ class WebhookIntake:
             plan=self._planner.for_message(message.content or ""),
             route_reason=reason,
             payload=raw.decode("utf-8", errors="replace"),
+            headers=forwarded_headers(headers),
         )
         if outcome.status is InboundStatus.RECORDED and outcome.job is not None:
             self._hand_on(outcome.job)
@@ -210,13 +227,14 @@ class WebhookIntake:
         assert self._forwarder is not None
         if not self._forwarder.breaker.admit():
             # n8n is known to be down: do not make the customer wait for another timeout.
-            return self._to_pipeline(message, raw, delivery_id, reason="n8n_circuit_open")
+            return self._to_pipeline(message, raw, headers, delivery_id, reason="n8n_circuit_open")
         outcome = self._store.record_inbound(
             message,
             delivery_id=delivery_id,
             now=self._clock(),
             route=Route.N8N,
             payload=raw.decode("utf-8", errors="replace"),
+            headers=forwarded_headers(headers),
         )
         if outcome.status is InboundStatus.DUPLICATE:
             return IntakeResult("duplicate", outcome.reason)
@@ -233,15 +251,8 @@ class WebhookIntake:
         handover = self._forwarder.forward_admitted(raw, headers)
         now = self._clock()
         if handover.accepted:
+            # n8n's reply arrives as its own message in Chatwoot (`_n8n_replied`).
             self._store.forward_outcome(job.id, accepted=True, reason="bucket", now=now)
-            if handover.result is not None and handover.result.reply_text:
-                self._store.record_n8n_reply(
-                    message.conversation_id,
-                    reply=handover.result.reply_text,
-                    at=now,
-                    source="webhook_response",
-                    inbound_message_id=message.message_id,
-                )
             return IntakeResult("accepted", "forwarded_to_n8n", job.id, Route.N8N)
         if shadow is not None:
             self._store.cancel_job(
@@ -263,10 +274,12 @@ class WebhookIntake:
         self, conversation_id: int, reply: str, payload: Mapping[str, object]
     ) -> IntakeResult:
         at = _created_at(payload.get("created_at")) or self._clock()
+        # Answered: the watchdog leaves these messages to n8n (N8N_REPLY_TIMEOUT_S).
+        answered = self._store.mark_n8n_answered(conversation_id, at=at)
         paired = self._store.record_n8n_reply(
             conversation_id, reply=reply, at=at, source="message_event"
         )
-        return IntakeResult("accepted" if paired else "ignored", "n8n_reply")
+        return IntakeResult("accepted" if paired or answered else "ignored", "n8n_reply")
 
     def _hand_on(self, job: ReplyJob) -> None:
         """A scheduled reply to the worker for when its delay is over; a job still queued (its

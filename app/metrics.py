@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 
 from app.domain.circuit import Circuit, CircuitPosition
 from app.domain.rollout import RolloutState
+from app.forwarding import N8N_WATCHDOG_COUNTER
 from app.guard import HEARTBEAT_STALE_S
 from app.intake import WEBHOOK_COUNTER
 from app.store.base import Store
@@ -50,6 +51,13 @@ def render_metrics(
             "n8n circuit breaker: 0 closed, 1 open, 0.5 half-open",
             [("", CIRCUIT_GAUGE[circuit.position])],
         )
+    _family(
+        lines,
+        "ai_broker_n8n_silent_total",
+        "counter",
+        "Messages n8n took without replying in N8N_REPLY_TIMEOUT_S, answered by the new pipeline",
+        [("", store.counters(N8N_WATCHDOG_COUNTER).get("silent", 0))],
+    )
     _family(
         lines,
         "ai_broker_webhooks_total",

@@ -173,7 +173,9 @@ class RolloutService:
         assert self._forwarder is not None
         handover = None
         if job.inbound_payload:
-            handover = self._forwarder.hand_over(job.inbound_payload.encode(), {})
+            handover = self._forwarder.hand_over(
+                job.inbound_payload.encode(), job.inbound_headers or {}
+            )
         accepted = handover is not None and handover.accepted
         now = self._clock()
         reason = "rollback" if accepted else "rollback_n8n_unavailable"

@@ -452,7 +452,7 @@ class _Day:
                     0 if shadow else None,
                     n8n,
                     n8n_ms if n8n else None,
-                    "webhook_response" if n8n else None,
+                    "message_event" if n8n else None,
                     score,
                     verdict,
                     rng.choice(VERDICT_NOTES[verdict]) if verdict else None,

@@ -1,8 +1,9 @@
 """`ai-broker worker`: a Huey consumer running the reply pipeline, plus its maintenance loop.
 
 The maintenance loop (every 2 s) writes this process's heartbeat and runs the reaper, which
-re-enqueues ledger jobs whose Huey task was lost (a killed worker, a failed enqueue), and every
-5 s the automatic rollback guard. Huey's own periodic tasks have minute granularity, too coarse
+re-enqueues ledger jobs whose Huey task was lost (a killed worker, a failed enqueue), the n8n
+watchdog (messages n8n took and never answered go to the new pipeline), and every 5 s the
+automatic rollback guard. Huey's own periodic tasks have minute granularity, too coarse
 for any of them. With Redis, an intake drainer records the messages receivers buffered
 (tasks/intake_drain.py).
 """
@@ -18,6 +19,7 @@ import uuid
 
 from app.bootstrap import Services, build_notifier, build_services, prepare_store
 from app.config import Settings
+from app.forwarding import N8nWatchdog
 from app.guard import RolloutGuard
 from app.store.models import ReapAction, WorkerHeartbeat
 from tasks.intake_drain import IntakeDrainer
@@ -42,6 +44,18 @@ class Maintenance:
             services.store, services.rollout, build_notifier(services.settings)
         )
         self._last_sample = 0.0
+        forwarder = services.forwarder
+        self._watchdog = (
+            None
+            if forwarder is None
+            else N8nWatchdog(
+                services.store,
+                services.queue,
+                forwarder.breaker,
+                build_notifier(services.settings),
+                silent_after_s=services.settings.n8n_reply_timeout_s,
+            )
+        )
 
     def tick(self, now: float) -> int:
         store = self._services.store
@@ -64,6 +78,8 @@ class Maintenance:
                 self._services.queue.enqueue_respond(job.job_id, at=at)
         if reaped:
             log.warning("reaper re-enqueued %d job(s) whose task was lost", len(reaped))
+        if self._watchdog is not None:
+            self._watchdog.check(now)
         if now - self._last_sample >= SAMPLE_EVERY_S:
             # Broker workload over time, for the console's Brokers page.
             self._last_sample = now

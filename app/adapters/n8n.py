@@ -1,12 +1,15 @@
-"""The legacy n8n workflow's webhook: we hand it the original Chatwoot payload, unchanged.
+"""The legacy n8n workflow's webhook: we hand it what Chatwoot sent, unchanged.
 
-The workflow may answer with its reply in the response body (a "Respond to Webhook" node); we read
-it when it is there, for the shadow comparison. A short timeout keeps the webhook path fast.
+The body goes as the original bytes, with Chatwoot's own headers (its signature, timestamp and
+delivery id, so a workflow that checks the signature accepts it), on the first forward and on
+every re-forward after a rollback. n8n's answer to the webhook is only its acknowledgement
+("Workflow was started" when the webhook node responds immediately, as the legacy workflow's
+does): its reply is the message it posts to Chatwoot, which comes back to us as a webhook from
+its sender (N8N_SENDER). A short timeout keeps the webhook path fast.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -16,8 +19,12 @@ import httpx
 
 log = logging.getLogger(__name__)
 
-REPLY_KEYS = ("reply", "output", "text", "message", "content", "response")
-FORWARDED_HEADERS = ("X-Chatwoot-Delivery", "X-Chatwoot-Timestamp", "X-Chatwoot-Signature")
+# Chatwoot's request headers that n8n gets as they came; hop-by-hop ones (Host,
+# Content-Length, Connection) are the HTTP client's to set.
+FORWARDED_HEADER_PREFIX = "x-chatwoot-"
+FORWARDED_HEADERS = ("content-type", "user-agent")
+# While it starts, n8n answers every webhook 200 with this page before any workflow runs.
+STARTING_UP_MARKER = "n8n is starting up"
 
 
 @dataclass(frozen=True)
@@ -25,8 +32,16 @@ class ForwardResult:
     accepted: bool
     status: int | None
     latency_ms: float
-    reply_text: str | None = None
     error: str | None = None
+
+
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers of Chatwoot's request that go to n8n with its body."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if name.lower().startswith(FORWARDED_HEADER_PREFIX) or name.lower() in FORWARDED_HEADERS
+    }
 
 
 class N8nClient:
@@ -35,10 +50,11 @@ class N8nClient:
         self._url = url
 
     def forward(self, body: bytes, headers: Mapping[str, str]) -> ForwardResult:
-        """POST the webhook body as Chatwoot sent it. Any 2xx means n8n took the message."""
+        """POST the webhook body as Chatwoot sent it. Accepted only when the workflow took it:
+        a 2xx that is not n8n's start-up page (a 404 means the workflow is not registered or
+        not active)."""
         started = time.perf_counter()
-        forwarded = {"Content-Type": "application/json"}
-        forwarded.update({k: v for k, v in headers.items() if k in FORWARDED_HEADERS})
+        forwarded = {"Content-Type": "application/json", **forwarded_headers(headers)}
         try:
             response = self._http.post(self._url, content=body, headers=forwarded)
         except httpx.HTTPError as exc:
@@ -49,24 +65,11 @@ class N8nClient:
         if not response.is_success:
             log.warning("n8n answered %s after %.0f ms", response.status_code, latency)
             return ForwardResult(False, response.status_code, latency, error="http_error")
-        return ForwardResult(True, response.status_code, latency, _reply_text(response))
+        if STARTING_UP_MARKER in response.text[:2000]:
+            log.warning("n8n is still starting up (%.0f ms): the message is not taken", latency)
+            return ForwardResult(False, response.status_code, latency, error="starting_up")
+        return ForwardResult(True, response.status_code, latency)
 
     def ping(self) -> None:
         """Any HTTP answer proves n8n is reachable (its webhook accepts only POST)."""
         self._http.head(self._url)
-
-
-def _reply_text(response: httpx.Response) -> str | None:
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, ValueError):
-        return None
-    if isinstance(body, list) and body:
-        body = body[0]
-    if not isinstance(body, Mapping):
-        return None
-    for key in REPLY_KEYS:
-        value = body.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return None

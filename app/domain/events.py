@@ -71,6 +71,37 @@ class PayloadError(ValueError):
     """An event we would act on lacks a field we need; the message names the field."""
 
 
+SENDER_TYPES = ("user", "agent_bot")
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who posted a message, as Chatwoot names them: a user (agent) or an agent bot, by id."""
+
+    type: str
+    id: int
+
+    @classmethod
+    def parse(cls, text: str) -> Sender:
+        """`user:<id>` or `agent_bot:<id>`; ValueError otherwise."""
+        kind, _, number = text.strip().partition(":")
+        if kind not in SENDER_TYPES or not number.strip().isdigit():
+            raise ValueError(f"expected user:<id> or agent_bot:<id>, got {text!r}")
+        return cls(kind, int(number))
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.id}"
+
+
+def sender_of(payload: Mapping[str, object]) -> Sender | None:
+    """The message's sender, when Chatwoot names one with a type we know."""
+    sender = _mapping(payload.get("sender"))
+    kind, number = sender.get("type"), _int_or_none(sender.get("id"))
+    if kind not in SENDER_TYPES or number is None:
+        return None
+    return Sender(str(kind), number)
+
+
 def classify_event(payload: Mapping[str, object]) -> EventDecision:
     """Decide what the receiver does with one Chatwoot webhook body."""
     if not isinstance(payload, Mapping):
@@ -225,8 +256,9 @@ def _require_bool(value: object, field: str) -> bool:
 def foreign_reply_text(payload: Mapping[str, object]) -> str | None:
     """The text of a public outgoing message we did not send (no job marker), else None.
 
-    In a conversation routed to n8n this is n8n's reply: the workflow posts with a user or bot
-    token, so only our own marker tells our replies apart (CONTRACT §6)."""
+    Whether it is n8n's reply or a human's is for its sender to say (N8N_SENDER): the workflow
+    posts with a user or bot token, and only our own marker tells our replies apart (Chatwoot's
+    contract, docs/chatwoot.md)."""
     if payload.get("event") != "message_created" or payload.get("message_type") != "outgoing":
         return None
     if payload.get("private") is not False:

@@ -17,6 +17,7 @@ pipeline jobs to cancelled ──▶ forwarded the same way.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -108,6 +109,7 @@ class ReplyJob:
     route_reason: str | None = None
     inbound_payload: str | None = None
     comparison_id: int | None = None
+    inbound_headers: Mapping[str, str] | None = None  # Chatwoot's, kept to re-forward to n8n
 
     @property
     def reply_latency_s(self) -> float | None:

@@ -156,8 +156,8 @@ class N8nSandboxControl(SandboxControl):
     """Drives an `N8nSandbox` over HTTP."""
 
     def configure(self, **settings: Any) -> dict[str, Any]:
-        """Change `reply_delay_ms`, `respond_with_reply`, `chatwoot_url`, `account_id` or
-        `api_token`."""
+        """Change `reply_delay_ms`, `respond`, `state`, `post_replies`, `chatwoot_url`,
+        `account_id` or `api_token`."""
         return self._call("PUT", "/_sandbox/config", settings)
 
     def config(self) -> dict[str, Any]:

@@ -2,24 +2,46 @@
 
 The workflow is what ai-broker replaces, gradually: during rollout some conversations are still
 forwarded to it, and in shadow mode its reply is compared with the new pipeline's. Like the real
-workflow, this one answers inside the webhook request: it waits `reply_delay_ms`, posts its reply
-to Chatwoot with a user token (marked `content_attributes.n8n = true` so tests can tell it apart),
-then returns the reply in the HTTP response.
+legacy workflow, its webhook node responds immediately (`{"message": "Workflow was started"}`),
+and then the workflow runs: it waits `reply_delay_ms` and posts its reply to Chatwoot with its
+own user token (Chatwoot's automation user, so the reply's sender is N8N_SENDER `user:31`; marked
+`content_attributes.n8n = true` so tests can tell it apart). `respond="when_done"` answers after
+the post instead, with the reply in the body, as a "last node" webhook would.
+
+Its failure modes are n8n's: `state="starting"` answers every request 200 with n8n's start-up
+page, `state="unregistered"` answers 404 as for a workflow that is not active, and
+`post_replies=False` acknowledges but never posts (a disabled Chatwoot node, an expired
+credential).
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from flask import Flask, Response, jsonify, request
 
+from app.sandbox.chatwoot.records import AUTOMATION_USER_ID
 from app.sandbox.server import SandboxServer, json_object
 
 WEBHOOK_PATH = "/webhook/chatwoot-ai-broker"
 QUOTE_CHARS = 60
+RUNS_AT_ONCE = 8
+RESPONSES = ("immediately", "when_done")
+STATES = ("running", "starting", "unregistered")
+STARTING_UP_PAGE = (
+    "<!DOCTYPE html><html><head><title>n8n</title></head>"
+    "<body>n8n is starting up. Please wait</body></html>"
+)
+WORKFLOW_STARTED = {"message": "Workflow was started"}
+# Who the sandbox workflow posts as, for N8N_SENDER.
+SENDER = f"user:{AUTOMATION_USER_ID}"
 
 
 def workflow_reply(payload: dict[str, Any]) -> str:
@@ -51,9 +73,11 @@ class N8nSandbox(SandboxServer):
         *,
         chatwoot_url: str | None = None,
         account_id: int = 3,
-        api_token: str = "sandbox-user-token",  # noqa: S107 - the Chatwoot sandbox's user token
+        api_token: str = "sandbox-n8n-token",  # noqa: S107 - the Chatwoot sandbox's n8n user
         reply_delay_ms: float = 0,
-        respond_with_reply: bool = True,
+        respond: str = "immediately",
+        state: str = "running",
+        post_replies: bool = True,
         port: int = 0,
         post_timeout_s: float = 10.0,
     ) -> None:
@@ -64,16 +88,23 @@ class N8nSandbox(SandboxServer):
             "account_id": account_id,
             "api_token": api_token,
             "reply_delay_ms": reply_delay_ms,
-            "respond_with_reply": respond_with_reply,
+            "respond": respond,
+            "state": state,
+            "post_replies": post_replies,
         }
         self._config = dict(self._defaults)
+        # Workflow runs after an immediate response: at most RUNS_AT_ONCE at a time, as n8n's
+        # own execution concurrency limit does; the rest wait their turn.
+        self._runs = ThreadPoolExecutor(RUNS_AT_ONCE, thread_name_prefix="n8n-run")
+        self._running: list[Future[None]] = []
         self._received: list[dict[str, Any]] = []
         self._http = httpx.Client(timeout=post_timeout_s)
 
     # -- Python controls -------------------------------------------------------------------------
 
     def configure(self, **settings: Any) -> dict[str, Any]:
-        """Change any of chatwoot_url, account_id, api_token, reply_delay_ms, respond_with_reply."""
+        """Change any of chatwoot_url, account_id, api_token, reply_delay_ms, respond, state,
+        post_replies."""
         unknown = sorted(set(settings) - set(self._defaults))
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown}; known: {sorted(self._defaults)}")
@@ -84,7 +115,9 @@ class N8nSandbox(SandboxServer):
             "reply_delay_ms": lambda v: (
                 isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
             ),
-            "respond_with_reply": lambda v: isinstance(v, bool),
+            "respond": lambda v: v in RESPONSES,
+            "state": lambda v: v in STATES,
+            "post_replies": lambda v: isinstance(v, bool),
         }
         for key, value in settings.items():
             if not checks[key](value):
@@ -109,7 +142,17 @@ class N8nSandbox(SandboxServer):
             self._config = dict(self._defaults)
         self.faults.reset()
 
+    def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait for the workflow runs still posting their replies."""
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            running = list(self._running)
+        for run in running:
+            with suppress(FutureTimeout):
+                run.result(max(0.0, deadline - time.monotonic()))
+
     def _on_stop(self) -> None:
+        self.drain()
         self._http.close()
         self._http = httpx.Client(timeout=self._http.timeout)
 
@@ -122,6 +165,18 @@ class N8nSandbox(SandboxServer):
         app.add_url_rule("/_sandbox/reset", "reset", self._reset_route, methods=["POST"])
 
     def _workflow(self) -> Response | tuple[Response, int]:
+        config = self.config()
+        if config["state"] == "starting":
+            return Response(STARTING_UP_PAGE, 200, mimetype="text/html")
+        if config["state"] == "unregistered":
+            return jsonify(
+                {
+                    "code": 404,
+                    "message": f'The requested webhook "POST {WEBHOOK_PATH.rsplit("/", 1)[-1]}" '
+                    "is not registered.",
+                    "hint": "The workflow must be active for a production URL to run successfully.",
+                }
+            ), 404
         payload = json_object() or {}
         conversation = payload.get("conversation") or {}
         record: dict[str, Any] = {
@@ -131,6 +186,12 @@ class N8nSandbox(SandboxServer):
             "message_id": payload.get("id"),
             "message_type": payload.get("message_type"),
             "payload": payload,
+            "body": request.get_data(as_text=True),
+            "headers": {
+                name: value
+                for name, value in request.headers.items()
+                if name.lower().startswith("x-chatwoot-")
+            },
             "handled": False,
             "reply": None,
             "post_status": None,
@@ -138,19 +199,31 @@ class N8nSandbox(SandboxServer):
         }
         with self._lock:
             self._received.append(record)
+        if config["respond"] == "immediately":
+            with self._lock:
+                run = self._runs.submit(self._run, config, payload, record)
+                self._running = [r for r in self._running if not r.done()] + [run]
+            return jsonify(WORKFLOW_STARTED)
+        self._run(config, payload, record)
+        if record["error"] is not None:
+            return jsonify(
+                {"code": 0, "message": f"Workflow could not post its reply: {record['error']}"}
+            ), 500
+        return jsonify({"reply": record["reply"]} if record["handled"] else {"status": "ok"})
+
+    def _run(self, config: dict[str, Any], payload: dict[str, Any], record: dict[str, Any]) -> None:
+        """The workflow after its webhook node: the reply, then the Chatwoot node."""
         if not _is_customer_message(payload) or record["conversation_id"] is None:
-            return jsonify({"status": "ignored"})
-        config = self.config()
+            return
         self.pause(config["reply_delay_ms"] / 1000)
         reply = workflow_reply(payload)
+        if not config["post_replies"]:
+            with self._lock:
+                record.update(handled=True, reply=reply, error="Chatwoot node disabled")
+            return
         status, error = self._post_reply(config, record["conversation_id"], reply)
         with self._lock:
             record.update(handled=True, reply=reply, post_status=status, error=error)
-        if error is not None:
-            return jsonify(
-                {"code": 0, "message": f"Workflow could not post its reply: {error}"}
-            ), 500
-        return jsonify({"reply": reply} if config["respond_with_reply"] else {"status": "ok"})
 
     def _post_reply(
         self, config: dict[str, Any], conversation_id: int, reply: str

@@ -114,10 +114,12 @@ class JobLedger(Protocol):
         route: Route = Route.NEW,
         route_reason: str | None = None,
         payload: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> InboundOutcome:
         """Atomically: dedupe on delivery id and message id, refuse conversations a human has,
         and create the job: queued for the new pipeline, forwarding for n8n. `payload` (the raw
-        webhook body) is kept so the message can be handed to n8n later (rollback)."""
+        webhook body) and `headers` (Chatwoot's) are kept so the message can be handed to n8n
+        later (rollback) exactly as it came."""
         ...
 
     def admit_inbound(
@@ -129,6 +131,7 @@ class JobLedger(Protocol):
         plan: ReplyPlan,
         route_reason: str | None = None,
         payload: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> InboundOutcome:
         """record_inbound for the new pipeline and schedule_job in one transaction: the
         outcome's job is waiting (due at due_at), queued (its broker is full) or skipped."""
@@ -262,6 +265,19 @@ class JobLedger(Protocol):
     ) -> ReplyJob | None:
         """A forwarding or cancelled job: forwarded when n8n accepted it, else back to queued
         for the new pipeline (which then answers it). None if the job was in another state."""
+        ...
+
+    def mark_n8n_answered(self, conversation_id: int, *, at: float) -> int:
+        """n8n replied in the conversation at `at`: its forwarded messages received by then are
+        answered. Returns how many."""
+        ...
+
+    def requeue_silent_forwards(
+        self, *, now: float, silent_after_s: float, horizon_s: float, limit: int = 200
+    ) -> list[ReplyJob]:
+        """Messages n8n took more than `silent_after_s` ago (and less than that plus
+        `horizon_s`) without a reply seen since: back to queued for the new pipeline, route
+        reason `n8n_silent`, their comparison's n8n source `silent`."""
         ...
 
     def cancel_unsent_replies(self, *, reason: str, now: float) -> list[ReplyJob]:

@@ -228,6 +228,7 @@ class PostgresStore:
         route: Route = Route.NEW,
         route_reason: str | None = None,
         payload: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> InboundOutcome:
         outcome = self._call(
             "record_inbound",
@@ -240,6 +241,7 @@ class PostgresStore:
                 "p_route": route.value,
                 "p_route_reason": route_reason,
                 "p_payload": payload,
+                "p_headers": None if headers is None else dict(headers),
             },
         )
         return _outcome(outcome)
@@ -253,6 +255,7 @@ class PostgresStore:
         plan: ReplyPlan,
         route_reason: str | None = None,
         payload: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> InboundOutcome:
         return _outcome(
             self._call(
@@ -267,6 +270,7 @@ class PostgresStore:
                     "p_escalation_reason": plan.escalation_reason,
                     "p_route_reason": route_reason,
                     "p_payload": payload,
+                    "p_headers": None if headers is None else dict(headers),
                 },
             )
         )
@@ -546,6 +550,25 @@ class PostgresStore:
             {"p_job_id": job_id, "p_accepted": accepted, "p_reason": reason, "p_now": now},
         )
         return _job(row) if row else None
+
+    def mark_n8n_answered(self, conversation_id: int, *, at: float) -> int:
+        return int(
+            self._call("mark_n8n_answered", {"p_conversation_id": conversation_id, "p_at": at})
+        )
+
+    def requeue_silent_forwards(
+        self, *, now: float, silent_after_s: float, horizon_s: float, limit: int = 200
+    ) -> list[ReplyJob]:
+        rows = self._call(
+            "requeue_silent_forwards",
+            {
+                "p_now": now,
+                "p_silent_after_s": silent_after_s,
+                "p_horizon_s": horizon_s,
+                "p_limit": limit,
+            },
+        )
+        return [_job(row) for row in rows]
 
     def cancel_unsent_replies(self, *, reason: str, now: float) -> list[ReplyJob]:
         rows = self._call("cancel_unsent_replies", {"p_reason": reason, "p_now": now})
@@ -849,6 +872,7 @@ def _job(row: Row) -> ReplyJob:
         route=row["route"],
         route_reason=row["route_reason"],
         inbound_payload=row["inbound_payload"],
+        inbound_headers=row.get("inbound_headers"),
         comparison_id=row["comparison_id"],
     )
 

@@ -73,7 +73,9 @@ CREATE TABLE IF NOT EXISTS reply_jobs (
     route              TEXT NOT NULL DEFAULT 'new',  -- new | n8n
     route_reason       TEXT,
     inbound_payload    TEXT,                         -- the webhook body, to re-forward to n8n
-    comparison_id      INTEGER                       -- shadow jobs: their comparison row
+    comparison_id      INTEGER,                      -- shadow jobs: their comparison row
+    inbound_headers    TEXT,                         -- Chatwoot's headers (JSON), for n8n too
+    n8n_replied_at     REAL                          -- forwarded: when n8n's reply was seen
 );
 CREATE INDEX IF NOT EXISTS reply_jobs_state_updated ON reply_jobs (state, updated_at);
 CREATE INDEX IF NOT EXISTS reply_jobs_conversation ON reply_jobs (conversation_id, seq);
@@ -149,7 +151,7 @@ CREATE TABLE IF NOT EXISTS shadow_comparisons (
     shadow_used_fallback INTEGER,
     n8n_reply            TEXT,
     n8n_latency_ms       REAL,
-    n8n_source           TEXT,                     -- webhook_response | message_event
+    n8n_source           TEXT,                     -- message_event (older rows: webhook_response)
     similarity           REAL,
     verdict              TEXT CHECK (verdict IN ('better', 'same', 'worse')),
     verdict_note         TEXT,

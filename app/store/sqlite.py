@@ -61,6 +61,8 @@ _ADDED_COLUMNS = {
         ("route_reason", "TEXT"),
         ("inbound_payload", "TEXT"),
         ("comparison_id", "INTEGER"),
+        ("inbound_headers", "TEXT"),
+        ("n8n_replied_at", "REAL"),
     ),
 }
 _UNSENT = tuple(state.value for state in UNSENT_STATES)
@@ -261,6 +263,7 @@ class SqliteStore:
         route: Route = Route.NEW,
         route_reason: str | None = None,
         payload: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> InboundOutcome:
         with self._write() as db:
             return _record_inbound(
@@ -271,6 +274,7 @@ class SqliteStore:
                 route=route,
                 route_reason=route_reason,
                 payload=payload,
+                headers=headers,
             )
 
     def admit_inbound(
@@ -282,6 +286,7 @@ class SqliteStore:
         plan: ReplyPlan,
         route_reason: str | None = None,
         payload: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> InboundOutcome:
         with self._write() as db:
             outcome = _record_inbound(
@@ -292,6 +297,7 @@ class SqliteStore:
                 route=Route.NEW,
                 route_reason=route_reason,
                 payload=payload,
+                headers=headers,
             )
             if outcome.status is not InboundStatus.RECORDED or outcome.job is None:
                 return outcome
@@ -661,6 +667,38 @@ class SqliteStore:
                     (reason, now, job_id),
                 ).rowcount
             return _job_by_id(db, job_id) if changed else None
+
+    def mark_n8n_answered(self, conversation_id: int, *, at: float) -> int:
+        with self._write() as db:
+            return db.execute(
+                "UPDATE reply_jobs SET n8n_replied_at = ? WHERE conversation_id = ? AND "
+                "kind = 'reply' AND state = 'forwarded' AND n8n_replied_at IS NULL "
+                "AND received_at <= ?",
+                (at, conversation_id, at),
+            ).rowcount
+
+    def requeue_silent_forwards(
+        self, *, now: float, silent_after_s: float, horizon_s: float, limit: int = 200
+    ) -> list[ReplyJob]:
+        with self._write() as db:
+            rows = db.execute(
+                "SELECT id, inbound_message_id FROM reply_jobs WHERE kind = 'reply' "
+                "AND state = 'forwarded' AND n8n_replied_at IS NULL AND finished_at <= ? "
+                "AND finished_at > ? ORDER BY seq LIMIT ?",
+                (now - silent_after_s, now - silent_after_s - horizon_s, limit),
+            ).fetchall()
+            for row in rows:
+                db.execute(
+                    "UPDATE reply_jobs SET state = 'queued', route = 'new', "
+                    "route_reason = 'n8n_silent', finished_at = NULL, updated_at = ? WHERE id = ?",
+                    (now, row["id"]),
+                )
+                db.execute(
+                    "UPDATE shadow_comparisons SET n8n_source = 'silent' "
+                    "WHERE inbound_message_id = ? AND n8n_reply IS NULL",
+                    (row["inbound_message_id"],),
+                )
+            return [_job_by_id(db, row["id"]) for row in rows]
 
     def cancel_unsent_replies(self, *, reason: str, now: float) -> list[ReplyJob]:
         with self._write() as db:
@@ -1178,6 +1216,7 @@ def _record_inbound(
     route: Route = Route.NEW,
     route_reason: str | None = None,
     payload: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> InboundOutcome:
     if delivery_id is not None:
         fresh = db.execute(
@@ -1208,7 +1247,7 @@ def _record_inbound(
     db.execute(
         "INSERT INTO reply_jobs (id, kind, conversation_id, state, inbound_message_id, "
         "inbound_content, delivery_id, received_at, updated_at, route, route_reason, "
-        "inbound_payload) VALUES (?, 'reply', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "inbound_payload, inbound_headers) VALUES (?, 'reply', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             job_id,
             message.conversation_id,
@@ -1221,6 +1260,7 @@ def _record_inbound(
             route.value,
             route_reason,
             payload,
+            None if headers is None else json.dumps(dict(headers)),
         ),
     )
     return InboundOutcome(InboundStatus.RECORDED, "customer_message", _job_by_id(db, job_id))
@@ -1524,7 +1564,12 @@ def _job(row: sqlite3.Row) -> ReplyJob:
         route_reason=row["route_reason"],
         inbound_payload=row["inbound_payload"],
         comparison_id=row["comparison_id"],
+        inbound_headers=_headers(row["inbound_headers"]),
     )
+
+
+def _headers(value: str | None) -> dict[str, str] | None:
+    return None if value is None else {str(k): str(v) for k, v in json.loads(value).items()}
 
 
 def _broker(row: sqlite3.Row) -> Broker:

@@ -28,6 +28,7 @@ import pytest
 
 from app.bootstrap import build_store
 from app.config import Settings
+from app.sandbox.n8n import SENDER as N8N_SENDER
 from app.sandbox.n8n import WEBHOOK_PATH, N8nSandbox
 from app.store.base import Store
 from app.store.models import WorkerHeartbeat
@@ -157,6 +158,7 @@ def _run_console(data_dir: Path, database: dict[str, str], screenshots: Path) ->
             CONSOLE_PORT=str(port),
             CONSOLE_PASSWORD=PASSWORD,
             N8N_AI_BROKER_WEBHOOK_URL=f"{n8n.url}{WEBHOOK_PATH}",
+            N8N_SENDER=N8N_SENDER,
         )
         with log_path.open("ab") as log_file:
             process = subprocess.Popen(

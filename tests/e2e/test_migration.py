@@ -15,6 +15,7 @@ import pytest
 from app.domain.rollout import bucket
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.llm import LLMSandbox
+from app.sandbox.n8n import SENDER as N8N_SENDER
 from app.sandbox.n8n import N8nSandbox
 from app.sandbox.slack import SlackSandbox
 from tests.support.system import WEBHOOK_SECRET, RunningSystem, free_port, system_env, wait_until
@@ -77,6 +78,7 @@ def _migration_system(data_dir: Path) -> Iterator[MigrationSystem]:
             llm,
             RESPONSE_DELAY_SCALE="0",
             N8N_AI_BROKER_WEBHOOK_URL=f"{n8n.url}/webhook/chatwoot-ai-broker",
+            N8N_SENDER=N8N_SENDER,
             N8N_TIMEOUT_S="2",
             N8N_CIRCUIT_COOLDOWN_S=str(CIRCUIT_COOLDOWN_S),
             ADMIN_TOKEN="e2e-admin",

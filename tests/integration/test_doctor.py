@@ -88,3 +88,21 @@ def test_config_denied_to_the_user_is_a_warning_and_parked_messages_still_show(
     )
     assert re.search(parked_line, report, re.M), report
     assert_every_check_ran(report)
+
+
+def test_n8n_without_its_sender_is_a_warning_that_says_what_to_set(tmp_path: Path) -> None:
+    from app.domain.events import Sender
+    from app.sandbox.n8n import WEBHOOK_PATH, N8nSandbox
+
+    with N8nSandbox() as n8n:
+        url = f"{n8n.url}{WEBHOOK_PATH}"
+        missing, configured = [], []
+        run_doctor(Settings(data_dir=tmp_path, n8n_webhook_url=url), out=missing.append)
+        run_doctor(
+            Settings(data_dir=tmp_path, n8n_webhook_url=url, n8n_sender=Sender("user", 31)),
+            out=configured.append,
+        )
+    (warned,) = [line for line in missing if re.match(r"^\[(ok  |warn|FAIL)\] n8n ", line)]
+    assert warned.startswith("[warn] n8n") and "N8N_SENDER is missing" in warned
+    (fine,) = [line for line in configured if re.match(r"^\[(ok  |warn|FAIL)\] n8n ", line)]
+    assert fine.startswith("[ok  ] n8n") and "replies from user:31 (N8N_SENDER)" in fine

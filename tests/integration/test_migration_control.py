@@ -23,13 +23,14 @@ from flask.testing import FlaskClient
 from app.bootstrap import Services, build_services, prepare_store
 from app.config import Settings
 from app.domain.circuit import COOLDOWN_S, FAILURE_THRESHOLD, CircuitPosition
-from app.domain.events import InboundMessage
+from app.domain.events import InboundMessage, Sender
 from app.domain.jobs import JobKind, JobState, ReplyJob
 from app.domain.rollout import GuardThresholds, RolloutChange, bucket
-from app.forwarding import N8N_CIRCUIT, CircuitBreaker
+from app.forwarding import N8N_CIRCUIT, CircuitBreaker, N8nWatchdog
 from app.guard import GUARD_ACTOR, RolloutGuard
 from app.rollout import CACHE_TTL_S
 from app.sandbox.chatwoot import ChatwootSandbox
+from app.sandbox.n8n import SENDER as N8N_SENDER
 from app.sandbox.n8n import WEBHOOK_PATH, N8nSandbox
 from app.web import create_app
 from app.webhook_auth import sign
@@ -48,6 +49,7 @@ def settings_for(data_dir: Path, n8n: N8nSandbox | None, **overrides: Any) -> Se
         "chatwoot_webhook_secret": SECRET,
         "admin_token": ADMIN,
         "n8n_webhook_url": f"{n8n.url}{WEBHOOK_PATH}" if n8n is not None else None,
+        "n8n_sender": Sender.parse(N8N_SENDER) if n8n is not None else None,
         "n8n_timeout_s": 0.5,
     }
     return Settings(**{**fields, **overrides})
@@ -330,6 +332,7 @@ def test_at_zero_percent_messages_are_forwarded_to_n8n(
     answer = post(client, payload)
     assert answer["status"] == "accepted"
     assert (answer["reason"], answer["route"]) == ("forwarded_to_n8n", "n8n")
+    n8n.drain()  # the workflow runs after acknowledging the webhook
     (received,) = n8n.received()
     assert received["payload"] == payload and received["handled"]
     forwarded = ledger_job(services, answer["job_id"])
@@ -428,7 +431,8 @@ def test_n8n_error_hands_the_message_to_the_new_pipeline(
 def test_n8n_timeout_hands_the_message_to_the_new_pipeline(
     client: FlaskClient, services: Services, n8n: N8nSandbox, chatwoot: ChatwootSandbox
 ) -> None:
-    n8n.configure(reply_delay_ms=2000)  # longer than N8N_TIMEOUT_S (0.5 s)
+    # A webhook that answers only when the workflow is done, slower than N8N_TIMEOUT_S (0.5 s).
+    n8n.configure(reply_delay_ms=2000, respond="when_done")
     started = time.monotonic()
     answer = post(client, customer_message(new_conversation(chatwoot)))
     assert time.monotonic() - started < 1.5
@@ -437,11 +441,28 @@ def test_n8n_timeout_hands_the_message_to_the_new_pipeline(
     n8n.configure(reply_delay_ms=0)
 
 
+@pytest.mark.parametrize("state", ["starting", "unregistered"])
+def test_n8n_starting_up_or_without_its_workflow_does_not_take_the_message(
+    client: FlaskClient,
+    services: Services,
+    n8n: N8nSandbox,
+    chatwoot: ChatwootSandbox,
+    state: str,
+) -> None:
+    """n8n's start-up page answers 200 and an unregistered webhook 404: neither ran the
+    workflow, so the new pipeline answers instead of nobody."""
+    n8n.configure(state=state)
+    answer = post(client, customer_message(new_conversation(chatwoot)))
+    assert (answer["reason"], answer["route"]) == ("n8n_failed", "new")
+    assert ledger_job(services, answer["job_id"]).state is JobState.QUEUED
+    assert n8n.received() == []
+
+
 def test_circuit_opens_after_repeated_failures_and_recovers(
     client: FlaskClient, services: Services, n8n: N8nSandbox, chatwoot: ChatwootSandbox
 ) -> None:
     # The workflow receives each message (so the test can count calls) and answers 500.
-    n8n.configure(chatwoot_url=None)
+    n8n.configure(chatwoot_url=None, respond="when_done")
     for _ in range(FAILURE_THRESHOLD):
         assert post(client, customer_message(new_conversation(chatwoot)))["reason"] == "n8n_failed"
     assert len(n8n.received()) == FAILURE_THRESHOLD
@@ -526,7 +547,7 @@ def test_the_receiver_uses_the_configured_circuit_cooldown(
         )
 
     with create_app(services=services).test_client() as client:
-        n8n.configure(chatwoot_url=None)  # n8n answers 500
+        n8n.configure(chatwoot_url=None, respond="when_done")  # n8n answers 500
         for _ in range(FAILURE_THRESHOLD):
             answer = post(client, customer_message(new_conversation(chatwoot)))
             assert answer["reason"] == "n8n_failed"
@@ -545,9 +566,30 @@ def test_the_receiver_uses_the_configured_circuit_cooldown(
 
 
 # -- shadow ---------------------------------------------------------------------------------
-def test_shadow_records_n8n_reply_from_its_webhook_response(
-    client: FlaskClient, services: Services, n8n: N8nSandbox, chatwoot: ChatwootSandbox
+def n8n_echo(chatwoot: ChatwootSandbox, conversation_id: int) -> dict[str, Any]:
+    """The webhook Chatwoot sends for the last message of the conversation (n8n's reply, or an
+    agent's), as the receiver gets it: outgoing, its sender named."""
+    posted = chatwoot.messages(conversation_id)[-1]
+    echo = copy.deepcopy(chatwoot_fixture("message_created.outgoing_human_agent.json"))
+    echo.update(id=posted["id"], content=posted["content"], created_at=None)
+    echo["conversation"]["id"] = conversation_id
+    echo["sender"] = {
+        "id": posted["sender"]["id"],
+        "name": posted["sender"]["name"],
+        "type": "user",
+    }
+    return echo
+
+
+@pytest.mark.parametrize("respond", ["immediately", "when_done"])
+def test_shadow_comparison_holds_n8n_reply_not_its_acknowledgement(
+    client: FlaskClient,
+    services: Services,
+    n8n: N8nSandbox,
+    chatwoot: ChatwootSandbox,
+    respond: str,
 ) -> None:
+    n8n.configure(respond=respond)
     set_rollout(client, shadow=True)
     cid = new_conversation(chatwoot)
     payload = customer_message(cid, "What are today's fixed rates?")
@@ -559,40 +601,95 @@ def test_shadow_records_n8n_reply_from_its_webhook_response(
     assert kinds == [("reply", "forwarded"), ("shadow", "queued")]
     shadow = next(j for j in jobs if j.kind is JobKind.SHADOW)
     assert pending(services) == 1  # the shadow job, for a worker to write its reply
-
     (comparison,) = services.store.list_comparisons(conversation_id=cid)
     assert comparison.id == shadow.comparison_id
     assert comparison.inbound_message_id == payload["id"]
     assert comparison.customer_message == "What are today's fixed rates?"
+    # Neither "Workflow was started" nor a body with the reply counts: only what n8n posts.
+    assert comparison.n8n_reply is None
+
+    n8n.drain()
     (received,) = n8n.received()
-    assert comparison.n8n_reply == received["reply"]
-    assert comparison.n8n_source == "webhook_response"
-    assert comparison.shadow_reply is None and comparison.similarity is None
+    answer = post(client, n8n_echo(chatwoot, cid))
+    assert (answer["status"], answer["reason"]) == ("accepted", "n8n_reply")
+    (paired,) = services.store.list_comparisons(conversation_id=cid)
+    assert paired.n8n_reply == received["reply"]
+    assert paired.n8n_source == "message_event"
+    assert paired.shadow_reply is None and paired.similarity is None
     # A retried delivery creates neither a second shadow nor a second comparison.
     assert post(client, payload)["status"] == "duplicate"
     assert len(services.store.list_comparisons(conversation_id=cid)) == 1
 
 
-def test_shadow_captures_n8n_reply_from_its_message_event(
+def test_a_human_agent_in_an_n8n_conversation_takes_it_over(
     client: FlaskClient, services: Services, n8n: N8nSandbox, chatwoot: ChatwootSandbox
 ) -> None:
-    n8n.configure(respond_with_reply=False)
     set_rollout(client, shadow=True)
     cid = new_conversation(chatwoot)
     assert post(client, customer_message(cid))["reason"] == "forwarded_to_n8n"
+    chatwoot.agent_reply(cid, "Hi, Priya here from the mortgage team. Let me take this.")
+    answer = post(client, n8n_echo(chatwoot, cid))
+    assert (answer["status"], answer["reason"]) == ("accepted", "human_reply")
+    conversation = services.store.get_conversation(cid)
+    assert conversation is not None and conversation.status.value == "human"
     (comparison,) = services.store.list_comparisons(conversation_id=cid)
-    assert comparison.n8n_reply is None
-    # n8n's reply comes back from Chatwoot as an outgoing message without our job marker.
-    echo = copy.deepcopy(chatwoot_fixture("message_created.outgoing_human_agent.json"))
-    echo["id"] = next(_message_ids)
-    echo["conversation"]["id"] = cid
-    echo["content"] = n8n.received()[0]["reply"]
-    echo["created_at"] = None
-    answer = post(client, echo)
+    assert comparison.n8n_reply is None  # the agent's words are not n8n's
+
+
+def test_n8n_reply_racing_a_rollout_change_is_still_n8ns(
+    client: FlaskClient, services: Services, n8n: N8nSandbox, chatwoot: ChatwootSandbox
+) -> None:
+    """A receiver whose cached rollout already sends the conversation to the new pipeline
+    (rolled forward, or not yet seeing a rollback) gets n8n's reply: n8n's sender says whose it
+    is, so nobody is marked as a human takeover."""
+    set_rollout(client, shadow=True)
+    cid = new_conversation(chatwoot, new_pipeline=True)  # in the first 30 %
+    assert post(client, customer_message(cid))["reason"] == "forwarded_to_n8n"
+    n8n.drain()
+    set_rollout(client, percentage=30)  # the conversation's bucket is the new pipeline's now
+    answer = post(client, n8n_echo(chatwoot, cid))
     assert (answer["status"], answer["reason"]) == ("accepted", "n8n_reply")
-    (paired,) = services.store.list_comparisons(conversation_id=cid)
-    assert paired.n8n_reply == echo["content"]
-    assert paired.n8n_source == "message_event"
+    conversation = services.store.get_conversation(cid)
+    assert conversation is None or conversation.status.value == "bot"
+
+
+def test_the_watchdog_answers_what_n8n_took_and_never_answered(
+    client: FlaskClient, services: Services, n8n: N8nSandbox, chatwoot: ChatwootSandbox
+) -> None:
+    """The workflow's Chatwoot node is disabled: n8n acknowledges every message and posts
+    nothing. After N8N_REPLY_TIMEOUT_S the new pipeline answers the silent ones, once; the one
+    n8n did answer stays n8n's."""
+    set_rollout(client, shadow=True)
+    answered_cid, silent_cid = new_conversation(chatwoot), new_conversation(chatwoot)
+    assert post(client, customer_message(answered_cid))["reason"] == "forwarded_to_n8n"
+    n8n.drain()
+    assert post(client, n8n_echo(chatwoot, answered_cid))["reason"] == "n8n_reply"
+    n8n.configure(post_replies=False)
+    silent = post(client, customer_message(silent_cid))
+    assert silent["reason"] == "forwarded_to_n8n"
+    n8n.drain()
+    assert services.forwarder is not None
+    notifier = RecordingNotifier()
+    watchdog = N8nWatchdog(
+        services.store, services.queue, services.forwarder.breaker, notifier, silent_after_s=60
+    )
+    before = pending(services)
+    assert watchdog.check(time.time() + 30) == []  # not silent long enough yet
+
+    (requeued,) = watchdog.check(time.time() + 61)
+    assert requeued.id == silent["job_id"]
+    assert (requeued.state, requeued.route_reason) == (JobState.QUEUED, "n8n_silent")
+    assert pending(services) == before + 1  # for a worker to prepare and answer
+    assert services.forwarder.breaker.state().consecutive_failures == 1
+    (comparison,) = services.store.list_comparisons(conversation_id=silent_cid)
+    assert comparison.n8n_source == "silent"
+    ((level, title, message),) = notifier.alerts
+    assert (level, title) == ("warning", "n8n is not answering")
+    assert message.startswith("1 message(s) forwarded to n8n got no reply within 60 s")
+    assert watchdog.check(time.time() + 62) == []  # once
+    assert ledger_job(services, requeued.id).state is JobState.QUEUED
+    metrics = client.get("/metrics", headers=AUTH).text
+    assert "ai_broker_n8n_silent_total 1" in metrics
 
 
 def test_without_shadow_no_comparison_is_made(
@@ -623,9 +720,16 @@ def test_rollback_cancels_unsent_replies_and_hands_them_to_n8n(
     }
     rollout = response.json["rollout"]
     assert (rollout["percentage"], rollout["n8n_enabled"], rollout["shadow"]) == (0, True, True)
-    # n8n got exactly those messages, as Chatwoot sent them.
+    # n8n got exactly those messages, as Chatwoot sent them: the same bytes, with Chatwoot's
+    # own signature headers, which still verify.
     received = sorted(n8n.received(), key=lambda r: r["message_id"])
     assert [r["payload"] for r in received] == sorted(payloads, key=lambda p: p["id"])
+    for record in received:
+        assert record["body"] == json.dumps(record["payload"], separators=(",", ":"))
+        headers = {k.lower(): v for k, v in record["headers"].items()}
+        assert headers["x-chatwoot-signature"] == "sha256=" + sign(
+            SECRET, headers["x-chatwoot-timestamp"], record["body"].encode()
+        )
     for job_id in job_ids:
         forwarded = ledger_job(services, job_id)
         assert (forwarded.state, forwarded.route, forwarded.route_reason) == (

@@ -9,7 +9,8 @@ import httpx
 
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.control import N8nSandboxControl
-from app.sandbox.n8n import WEBHOOK_PATH, N8nSandbox
+from app.sandbox.n8n import SENDER, WEBHOOK_PATH, WORKFLOW_STARTED, N8nSandbox
+from tests.support.system import wait_until
 
 
 def test_chatwoot_webhook_gets_an_n8n_reply_posted_into_the_conversation(
@@ -20,12 +21,16 @@ def test_chatwoot_webhook_gets_an_n8n_reply_posted_into_the_conversation(
         "Tan Wei Ming", "t@example.com", "+6591234567"
     )
     chatwoot.customer_message(conversation["id"], "Can I refinance my HDB loan?")
+    # The workflow posts after acknowledging the webhook; its reply comes back as an event too.
+    wait_until(lambda: len(chatwoot.messages(conversation["id"])) == 2, timeout=5)
+    n8n.drain()
     assert chatwoot.wait_for_deliveries(5)
-    messages = chatwoot.messages(conversation["id"])
-    reply = messages[-1]
+    reply = chatwoot.messages(conversation["id"])[-1]
     assert reply["message_type"] == 1 and reply["sender_type"] == "User"
     assert reply["content_attributes"] == {"n8n": True}
     assert reply["content"].startswith("Hi Tan, thanks for your message about “Can I refinance")
+    # Posted as Chatwoot's automation user: N8N_SENDER.
+    assert f"user:{reply['sender']['id']}" == SENDER
     received = n8n.received()
     handled = [r for r in received if r["handled"]]
     assert len(handled) == 1 and handled[0]["post_status"] == 200
@@ -33,26 +38,59 @@ def test_chatwoot_webhook_gets_an_n8n_reply_posted_into_the_conversation(
     assert any(r["message_type"] == "outgoing" and not r["handled"] for r in received)
 
 
-def test_response_body_delay_and_ignored_events(chatwoot: ChatwootSandbox, n8n: N8nSandbox) -> None:
+def test_the_webhook_answers_at_once_and_the_reply_follows(
+    chatwoot: ChatwootSandbox, n8n: N8nSandbox
+) -> None:
+    """As the legacy workflow's webhook node ("Respond: Immediately"): the answer is only the
+    acknowledgement; the reply is posted to Chatwoot after the workflow's delay."""
+    _, conversation = chatwoot.create_lead_conversation("A B", "a@example.com", "+6580000008")
+    payload = incoming_payload(chatwoot, conversation["id"], "Hello there")
+    n8n.configure(reply_delay_ms=300)
+    started = time.monotonic()
+    answered = httpx.post(f"{n8n.url}{WEBHOOK_PATH}", json=payload, timeout=5)
+    assert time.monotonic() - started < 0.3
+    assert answered.status_code == 200 and answered.json() == WORKFLOW_STARTED
+    assert n8n.received()[-1]["handled"] is False  # still running
+    n8n.drain()
+    assert n8n.received()[-1]["handled"] is True
+    assert chatwoot.messages(conversation["id"])[-1]["content"].startswith("Hi A, thanks")
+
+
+def test_response_modes_start_up_unregistered_and_silent(
+    chatwoot: ChatwootSandbox, n8n: N8nSandbox
+) -> None:
     _, conversation = chatwoot.create_lead_conversation("A B", "a@example.com", "+6580000009")
     payload = incoming_payload(chatwoot, conversation["id"], "Hello there")
     url = f"{n8n.url}{WEBHOOK_PATH}"
     with N8nSandboxControl(n8n.url) as control:
-        control.configure(reply_delay_ms=150)
+        control.configure(reply_delay_ms=150, respond="when_done")
         started = time.monotonic()
         answered = httpx.post(url, json=payload, timeout=5)
         assert time.monotonic() - started >= 0.15
         assert answered.status_code == 200
         assert answered.json()["reply"].startswith("Hi A, thanks for your message about “Hello")
-        control.configure(respond_with_reply=False, reply_delay_ms=0)
-        assert httpx.post(url, json=payload).json() == {"status": "ok"}
         ignored = httpx.post(url, json={"event": "conversation_updated", "id": 1})
-        assert ignored.json() == {"status": "ignored"}
+        assert ignored.json() == {"status": "ok"} and len(control.received()) == 2
+
+        control.configure(state="starting")
+        starting = httpx.post(url, json=payload)
+        assert starting.status_code == 200 and "n8n is starting up" in starting.text
+        control.configure(state="unregistered")
+        assert httpx.post(url, json=payload).status_code == 404
+        assert len(control.received()) == 2  # neither reached the workflow
+
+        control.configure(state="running", respond="immediately", post_replies=False)
+        before = len(chatwoot.messages(conversation["id"]))
+        assert httpx.post(url, json=payload).json() == WORKFLOW_STARTED
+        n8n.drain()
+        assert control.received()[-1]["error"] == "Chatwoot node disabled"
+        assert len(chatwoot.messages(conversation["id"])) == before  # silent
+
         control.set_faults(fail_next=1, fail_next_status=502)
         assert httpx.post(url, json=payload).status_code == 502
         assert len(control.received()) == 3  # the faulted request never reached the workflow
         control.reset()
-        assert control.received() == [] and control.config()["respond_with_reply"] is True
+        assert control.received() == [] and control.config()["respond"] == "immediately"
 
 
 def test_a_failing_chatwoot_makes_the_workflow_fail(
@@ -60,6 +98,7 @@ def test_a_failing_chatwoot_makes_the_workflow_fail(
 ) -> None:
     _, conversation = chatwoot.create_lead_conversation("A B", "a@example.com", "+6580000010")
     payload = incoming_payload(chatwoot, conversation["id"], "Anyone there?")
+    n8n.configure(respond="when_done")
     chatwoot.faults.set(fail_next=1)
     failed = httpx.post(f"{n8n.url}{WEBHOOK_PATH}", json=payload)
     assert failed.status_code == 500

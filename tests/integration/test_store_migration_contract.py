@@ -11,6 +11,7 @@ import pytest
 
 from app.domain.circuit import Circuit, CircuitPosition
 from app.domain.jobs import JobKind, JobState, ReplyJob
+from app.domain.reply_plan import ReplyPlan
 from app.domain.rollout import GuardThresholds, RolloutState, Route
 from app.store.base import Store
 from app.store.models import InboundStatus, Verdict
@@ -154,6 +155,65 @@ class TestMigrationStoreContract:
         assert bypass.job.route_reason == "n8n_circuit_open"
         plain = new_job(store, 3, 8)
         assert (plain.route, plain.route_reason, plain.inbound_payload) == ("new", None, None)
+
+    def test_chatwoot_headers_are_kept_with_the_message_for_a_later_forward(
+        self, store: Store
+    ) -> None:
+        headers = {
+            "X-Chatwoot-Signature": "sha256=ab12",
+            "X-Chatwoot-Timestamp": "1700000000",
+            "X-Chatwoot-Delivery": "d-1",
+            "Content-Type": "application/json",
+        }
+        seed(store)
+        forwarding = store.record_inbound(
+            make_message(1, 7), delivery_id="d-1", now=T0, route=Route.N8N, headers=headers
+        ).job
+        assert forwarding is not None and forwarding.inbound_headers == headers
+        admitted = store.admit_inbound(
+            make_message(2, 8),
+            delivery_id="d-2",
+            now=T0,
+            plan=ReplyPlan({"sarah-wong": 1.0}),
+            payload='{"id": 2}',
+            headers={"X-Chatwoot-Delivery": "d-2"},
+        ).job
+        assert admitted is not None and admitted.state is JobState.WAITING
+        assert admitted.inbound_headers == {"X-Chatwoot-Delivery": "d-2"}
+        # Cancelled by a rollback, the job still has them for the re-forward.
+        (cancelled,) = store.cancel_unsent_replies(reason="rollback", now=T0 + 1)
+        assert cancelled.id == admitted.id
+        assert cancelled.inbound_headers == {"X-Chatwoot-Delivery": "d-2"}
+        assert job(store, forwarding.id).inbound_headers == headers
+        assert new_job(store, 3, 9).inbound_headers is None
+
+    def test_forwards_n8n_never_answered_go_to_the_new_pipeline_once(self, store: Store) -> None:
+        seed(store)
+        answered, silent, recent, old = (forwarding_job(store, n, 10 + n) for n in (1, 2, 3, 4))
+        for forwarding, at in ((answered, T0), (silent, T0), (recent, T0 + 50), (old, T0 - 2000)):
+            assert store.forward_outcome(forwarding.id, accepted=True, reason="bucket", now=at)
+        # n8n's reply in conversation 11 answers message 1, and nothing in other conversations.
+        assert store.mark_n8n_answered(11, at=T0 + 2) == 1
+        assert store.mark_n8n_answered(11, at=T0 + 3) == 0
+        comparison = store.create_shadow(make_message(2, 12), now=T0)
+        assert comparison is not None
+
+        requeued = store.requeue_silent_forwards(now=T0 + 61, silent_after_s=60, horizon_s=900)
+        assert [j.id for j in requeued] == [silent.id]  # recent: not yet; old: past the horizon
+        (moved,) = requeued
+        assert (moved.state, moved.route, moved.route_reason) == (
+            JobState.QUEUED,
+            "new",
+            "n8n_silent",
+        )
+        assert moved.finished_at is None
+        (row,) = store.list_comparisons(conversation_id=12)
+        assert row.n8n_source == "silent" and row.n8n_reply is None
+        again = store.requeue_silent_forwards(now=T0 + 62, silent_after_s=60, horizon_s=900)
+        assert again == []
+        later = store.requeue_silent_forwards(now=T0 + 111, silent_after_s=60, horizon_s=900)
+        assert [j.id for j in later] == [recent.id]
+        assert job(store, answered.id).state is JobState.FORWARDED
 
     def test_forward_outcome_accepted_marks_the_job_forwarded(self, store: Store) -> None:
         forwarding = forwarding_job(store, 1, 7)

@@ -1,4 +1,4 @@
-"""Settings.from_env (app/config.py): parsing and checking of N8N_CIRCUIT_COOLDOWN_S."""
+"""Settings.from_env (app/config.py): the settings that need more than their type checked."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from app.config import ConfigError, Settings
 from app.domain.circuit import COOLDOWN_S
+from app.domain.events import Sender
 
 
 def test_the_circuit_cooldown_defaults_to_the_domain_default() -> None:
@@ -64,3 +65,19 @@ def test_a_chatwoot_url_that_is_not_http_is_a_configuration_error(value: str) ->
         "CHATWOOT_BASE_URL must be an http(s) URL such as https://chatwoot.example.com, "
         f"not {value!r}"
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("user:31", Sender("user", 31)), (" agent_bot:7 ", Sender("agent_bot", 7)), ("", None)],
+)
+def test_n8n_sender_is_a_chatwoot_agent_or_agent_bot(value: str, expected: Sender | None) -> None:
+    assert Settings.from_env({"N8N_SENDER": value}).n8n_sender == expected
+
+
+@pytest.mark.parametrize("value", ["31", "user:", "user:abc", "contact:5", "agent:3"])
+def test_a_bad_n8n_sender_says_what_to_set(value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"N8N_SENDER": value})
+    assert str(raised.value).startswith("N8N_SENDER: expected user:<id> or agent_bot:<id>")
+    assert "agent bot (agent_bot:<id>) whose token the n8n workflow posts" in str(raised.value)

@@ -76,24 +76,28 @@ class ChatwootPresenter:
             "csat_config": {},
         }
 
-    def user_push(self) -> dict[str, Any]:
+    def _user(self, user_id: int | None) -> tuple[int, str, str]:
+        """(id, name, email) of the agent, or of the automation user when it is `user_id`."""
+        if user_id == self.inst.automation_user_id:
+            name = self.inst.automation_user_name
+            return user_id, name, f"{name.lower().replace(' ', '.')}@harbourline.example"
+        return self.inst.agent_id, self.inst.agent_name, self.inst.agent_email
+
+    def user_push(self, user_id: int | None = None) -> dict[str, Any]:
+        number, name, _ = self._user(user_id)
         return {
-            "id": self.inst.agent_id,
-            "name": self.inst.agent_name,
-            "available_name": self.inst.agent_available_name,
+            "id": number,
+            "name": name,
+            "available_name": name.split()[0],
             "avatar_url": "",
             "type": "user",
             "availability_status": "online",
             "thumbnail": "",
         }
 
-    def user_webhook(self) -> dict[str, Any]:
-        return {
-            "id": self.inst.agent_id,
-            "name": self.inst.agent_name,
-            "email": self.inst.agent_email,
-            "type": "user",
-        }
+    def user_webhook(self, user_id: int | None = None) -> dict[str, Any]:
+        number, name, email = self._user(user_id)
+        return {"id": number, "name": name, "email": email, "type": "user"}
 
     def user_agent(self) -> dict[str, Any]:
         """The agent partial: assignment responses and the REST conversation `meta.assignee`."""
@@ -208,7 +212,7 @@ class ChatwootPresenter:
         if message.sender_type == "Contact" and message.sender_id in self.contacts:
             return self.contact_push(self.contacts[message.sender_id])
         if message.sender_type == "User":
-            return self.user_push()
+            return self.user_push(message.sender_id)
         if message.sender_type == "AgentBot":
             return self.bot_push()
         return None
@@ -217,7 +221,7 @@ class ChatwootPresenter:
         if message.sender_type == "Contact" and message.sender_id in self.contacts:
             return self.contact_webhook(self.contacts[message.sender_id])
         if message.sender_type == "User":
-            return self.user_webhook()
+            return self.user_webhook(message.sender_id)
         if message.sender_type == "AgentBot":
             return self.bot_webhook()
         return None

@@ -75,9 +75,14 @@ TRACKED_KEYS = (
 )
 
 
+# The automation user's id: the n8n sandbox posts as this user (N8N_SENDER=user:31).
+AUTOMATION_USER_ID = 31
+
+
 @dataclass(frozen=True)
 class Installation:
-    """The fixed cast of the sandbox: one account, one API inbox with an active bot, one agent."""
+    """The fixed cast of the sandbox: one account, one API inbox with an active bot, one agent,
+    and one automation user (n8n's)."""
 
     account_id: int
     account_name: str
@@ -89,6 +94,9 @@ class Installation:
     agent_id: int
     agent_name: str
     created_at: float
+    # A second user, for integrations that post with their own user token (the n8n workflow).
+    automation_user_id: int = AUTOMATION_USER_ID
+    automation_user_name: str = "n8n Automation"
 
     @property
     def agent_email(self) -> str:

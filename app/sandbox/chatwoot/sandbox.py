@@ -82,6 +82,7 @@ class ChatwootSandbox(SandboxServer):
         inbox_id: int = 7,
         api_token: str = "sandbox-user-token",  # noqa: S107 - well-known sandbox tokens
         bot_token: str = "sandbox-bot-token",  # noqa: S107
+        automation_token: str = "sandbox-n8n-token",  # noqa: S107 - n8n's user token
         bot_id: int = 12,
         bot_name: str = "Mortgage Broker AI",
         agent_id: int = 21,
@@ -111,10 +112,16 @@ class ChatwootSandbox(SandboxServer):
         )
         self.api_token = api_token
         self.bot_token = bot_token
+        self.automation_token = automation_token
         self.messages_per_minute_limit = messages_per_minute_limit
         self.keep_pending_on_bot_failure = keep_pending_on_bot_failure
         self._user = Actor(kind="user", id=agent_id, name=agent_name)
         self._bot = Actor(kind="bot", id=bot_id, name=bot_name)
+        self._automation = Actor(
+            kind="user",
+            id=self.installation.automation_user_id,
+            name=self.installation.automation_user_name,
+        )
         self._lock = threading.RLock()
         self._webhooks: list[Webhook] = []
         self._contacts: dict[int, Contact] = {}
@@ -708,6 +715,8 @@ class ChatwootSandbox(SandboxServer):
             return "user"
         if hmac.compare_digest(token.encode(), self.bot_token.encode()):
             return "bot"
+        if hmac.compare_digest(token.encode(), self.automation_token.encode()):
+            return "user"
         return "invalid"
 
     def _authenticate(self, *, bot_allowed: bool) -> Actor:
@@ -718,7 +727,12 @@ class ChatwootSandbox(SandboxServer):
             raise ChatwootApiError(401, INVALID_TOKEN)
         if kind == "bot" and not bot_allowed:
             raise ChatwootApiError(401, BOT_FORBIDDEN)
-        return self._bot if kind == "bot" else self._user
+        if kind == "bot":
+            return self._bot
+        token = self._access_token() or ""
+        if hmac.compare_digest(token.encode(), self.automation_token.encode()):
+            return self._automation
+        return self._user
 
     def _log_api_request(self, response: Response) -> Response:
         if request.path.startswith("/api/"):
@@ -967,6 +981,8 @@ class ChatwootSandbox(SandboxServer):
             "agent_name": inst.agent_name,
             "api_token": self.api_token,
             "bot_token": self.bot_token,
+            "automation_user_id": inst.automation_user_id,
+            "automation_token": self.automation_token,
         }
 
     def _ctl_reset(self) -> Any:

@@ -52,6 +52,7 @@ from app.store.analytics import (
     JobFilter,
     JobPage,
     LatencyBucket,
+    N8nShare,
     OperatorAction,
     OutcomeBucket,
     PercentageStep,
@@ -464,6 +465,19 @@ def window_stats(key: str, span_s: int) -> tuple[WindowStats, WindowStats]:
         lambda: (
             analytics.window_stats(since=now - span_s, until=now),
             analytics.window_stats(since=now - 2 * span_s, until=now - span_s),
+        )
+    )
+
+
+@st.cache_data(ttl=AGGREGATE_TTL_S, show_spinner=False)
+def n8n_share(key: str, span_s: int) -> tuple[N8nShare, WindowStats]:
+    """n8n's messages in the window, and the new pipeline's replies beside them."""
+    wired, analytics = _analytics()
+    now = time.time()
+    return wired.run(
+        lambda: (
+            analytics.n8n_share(since=now - span_s, until=now),
+            analytics.window_stats(since=now - span_s, until=now),
         )
     )
 

@@ -334,6 +334,10 @@ class _Day:
                 conversation.handoff_at = job.finished_at
             elif rng.random() < 0.012:
                 conversation.status = "human"
+            if job.state == "forwarded":
+                # n8n's reply seen 2-8 s later (from the message id, so the day's random draws
+                # stay as they were).
+                job.n8n_replied_at = at + 2.0 + (job.inbound_message_id or 0) % 7
             self.jobs.append(job.row())
             if job.state == "forwarded":
                 self.n8n_candidates.append(len(self.jobs) - 1)
@@ -689,6 +693,7 @@ class _JobRow:
     route_reason: str | None = None
     inbound_payload: str | None = None
     comparison_id: int | None = None
+    n8n_replied_at: float | None = None
 
     def row(self) -> tuple[Any, ...]:
         updated = self.finished_at or self.started_at or self.received_at
@@ -730,6 +735,7 @@ _JOB_COLUMNS = (
     "route_reason",
     "inbound_payload",
     "comparison_id",
+    "n8n_replied_at",
 )
 _COL = {name: index for index, name in enumerate(_JOB_COLUMNS)}
 _JOB_INSERT = (

@@ -54,6 +54,10 @@ _OUTCOME_SQL = (
 )
 # A reply of the new pipeline that reached the customer: the guard's latency population.
 _ANSWERED_SQL = "kind = 'reply' AND route = 'new' AND state IN ('sent', 'handed_off')"
+# Why a message meant for n8n went to the new pipeline instead (app/intake.py, app/rollout.py,
+# the reaper); the same list is in migration 0009.
+N8N_FAILED_REASONS = ("n8n_failed", "n8n_circuit_open", "rollback_n8n_unavailable")
+_N8N_FAILED_SQL = ", ".join(f"'{reason}'" for reason in N8N_FAILED_REASONS)
 # The jobs finished in [?, ?), materialized first: left to itself the planner would walk the
 # (state, updated_at) index over every sent job instead of the finished_at range.
 _FINISHED_CTE = (
@@ -121,6 +125,23 @@ class TrafficBucket:
     def new_share(self) -> float | None:
         total = self.new + self.n8n
         return self.new / total if total else None
+
+
+@dataclass(frozen=True)
+class N8nShare:
+    """What became of the customer messages routed to n8n that arrived inside one window."""
+
+    since: float
+    until: float
+    taken: int  # n8n took them (forwarded), answered or not
+    answered: int  # n8n's reply was seen
+    silent: int  # taken, never answered: the new pipeline answered (N8N_REPLY_TIMEOUT_S)
+    failed: int  # n8n did not take them (down, starting up, circuit open): the new pipeline did
+    p50_s: float | None  # customer message to n8n's reply
+
+    @property
+    def silent_rate(self) -> float | None:
+        return self.silent / self.taken if self.taken else None
 
 
 @dataclass(frozen=True)
@@ -367,6 +388,10 @@ class Analytics(Protocol):
 
     def window_stats(self, *, since: float, until: float) -> WindowStats: ...
 
+    def n8n_share(self, *, since: float, until: float) -> N8nShare:
+        """n8n's messages that arrived in [since, until): taken, answered, silent, failed."""
+        ...
+
     def traffic(self, buckets: Buckets) -> list[TrafficBucket]:
         """Customer messages per bucket (by arrival) by route, every bucket."""
         ...
@@ -584,6 +609,33 @@ class SqliteAnalytics:
             forwarded=counts["forwarded"],
             p50_s=percentiles["p50"],
             p95_s=percentiles["p95"],
+        )
+
+    def n8n_share(self, *, since: float, until: float) -> N8nShare:
+        row = self._rows(
+            "WITH arrived AS MATERIALIZED (SELECT state, route_reason, received_at, "  # noqa: S608
+            "n8n_replied_at FROM reply_jobs WHERE received_at >= ? AND received_at < ? "
+            "AND kind = 'reply'), answered AS (SELECT n8n_replied_at - received_at AS latency, "
+            "ROW_NUMBER() OVER (ORDER BY n8n_replied_at - received_at) AS rn, "
+            "COUNT(*) OVER () AS n FROM arrived WHERE state = 'forwarded' "
+            "AND n8n_replied_at IS NOT NULL) "
+            "SELECT (SELECT COUNT(*) FROM arrived WHERE state = 'forwarded' "
+            "  OR route_reason = 'n8n_silent') AS taken, "
+            "(SELECT COUNT(*) FROM answered) AS answered, "
+            "(SELECT COUNT(*) FROM arrived WHERE route_reason = 'n8n_silent') AS silent, "
+            "(SELECT COUNT(*) FROM arrived WHERE route_reason IN "
+            f"  ({_N8N_FAILED_SQL})) AS failed, "
+            "(SELECT MIN(CASE WHEN rn * 100 >= 50 * n THEN latency END) FROM answered) AS p50",
+            (since, until),
+        )[0]
+        return N8nShare(
+            since=since,
+            until=until,
+            taken=row["taken"],
+            answered=row["answered"],
+            silent=row["silent"],
+            failed=row["failed"],
+            p50_s=row["p50"],
         )
 
     def traffic(self, buckets: Buckets) -> list[TrafficBucket]:

@@ -30,6 +30,7 @@ from app.store.analytics import (
     JobRow,
     LatencyBucket,
     MergedMessage,
+    N8nShare,
     OperatorAction,
     OutcomeBucket,
     PercentageStep,
@@ -117,6 +118,18 @@ class PostgresAnalytics:
             forwarded=int(row["forwarded"]),
             p50_s=_float_or_none(row["p50"]),
             p95_s=_float_or_none(row["p95"]),
+        )
+
+    def n8n_share(self, *, since: float, until: float) -> N8nShare:
+        row = self._call("console_n8n_share", {"p_since": since, "p_until": until})
+        return N8nShare(
+            since=since,
+            until=until,
+            taken=int(row["taken"]),
+            answered=int(row["answered"]),
+            silent=int(row["silent"]),
+            failed=int(row["failed"]),
+            p50_s=_float_or_none(row["p50"]),
         )
 
     def traffic(self, buckets: Buckets) -> list[TrafficBucket]:

@@ -19,7 +19,7 @@ from app.store.base import StoreError
 logger = logging.getLogger(__name__)
 
 PACKAGE = "app.store.migrations"
-SCHEMA_VERSION = "0008"  # the newest migration; the store refuses to run on an older schema
+SCHEMA_VERSION = "0009"  # the newest migration; the store refuses to run on an older schema
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Any fixed number: concurrent `db init` runs (two deploys at once) take turns.
 _ADVISORY_LOCK_KEY = 0x61692D62726F6B  # "ai-brok"

@@ -273,6 +273,41 @@ if any(b.new or b.n8n for b in buckets):
     st.plotly_chart(charts.traffic_share(buckets, steps, tz, end=now), key="chart_traffic")
 else:
     widgets.empty_state(f"No customer messages in the last {window.label}.")
+if n8n_configured:
+    share, new_pipeline = data.n8n_share(data.key(), window.span_s)
+    with st.grid(5, gap="small", min_column_width=150):
+        st.metric(
+            "n8n took",
+            f"{share.taken:,}",
+            border=True,
+            help="Customer messages forwarded to n8n that it accepted, in this window.",
+        )
+        st.metric("n8n answered", f"{share.answered:,}", border=True)
+        st.metric(
+            "n8n silent",
+            f"{share.silent:,}",
+            border=True,
+            delta=None if share.silent_rate is None else f"{share.silent_rate:.1%} of taken",
+            delta_color="inverse",
+            help="Taken but never answered within N8N_REPLY_TIMEOUT_S: the new pipeline "
+            "answered them (Jobs page, route reason n8n_silent).",
+        )
+        st.metric(
+            "n8n could not take",
+            f"{share.failed:,}",
+            border=True,
+            help="Down, starting up, not registered or circuit open: the new pipeline answered.",
+        )
+        st.metric(
+            "Median reply",
+            widgets.seconds(share.p50_s),
+            border=True,
+            help="Customer message to reply: n8n here; the new pipeline's in the caption.",
+        )
+    st.caption(
+        f"Median reply in the last {window.label}: n8n {widgets.seconds(share.p50_s)}, "
+        f"new pipeline {widgets.seconds(new_pipeline.p50_s)}."
+    )
 
 st.subheader("Audit log")
 entries = data.audit_log()

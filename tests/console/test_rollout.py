@@ -112,3 +112,24 @@ def test_guard_thresholds_can_be_changed_with_a_reason(
     guard = store.get_rollout(initial=INITIAL).guard
     assert guard.max_failure_rate == 0.02
     assert store.audit_log(limit=1)[0].after["guard"]["max_failure_rate"] == 0.02
+
+
+def test_n8n_share_shows_what_it_took_answered_and_left_silent(
+    console: Callable[..., AppTest], sql: Callable[..., None]
+) -> None:
+    # Two of the seeded day's recent forwards were never answered: the watchdog handed them on.
+    sql(
+        "UPDATE reply_jobs SET state = 'queued', route = 'new', route_reason = 'n8n_silent', "
+        "finished_at = NULL WHERE id IN (SELECT id FROM reply_jobs WHERE state = 'forwarded' "
+        "ORDER BY received_at DESC LIMIT 2)"
+    )
+    app = console("rollout")
+    no_failures(app)
+    tiles = {m.label: m for m in app.metric}
+    assert int(tiles["n8n took"].value.replace(",", "")) > 2
+    assert int(tiles["n8n answered"].value.replace(",", "")) > 0
+    assert tiles["n8n silent"].value == "2"
+    assert tiles["n8n silent"].delta.endswith("% of taken")
+    assert tiles["Median reply"].value.endswith("s")
+    (caption,) = [c.value for c in app.caption if c.value.startswith("Median reply in the last")]
+    assert "n8n " in caption and "new pipeline " in caption

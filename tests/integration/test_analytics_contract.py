@@ -64,6 +64,16 @@ WHERE id % 4 = 0
 """
 
 
+# n8n's share: most forwarded messages answered 2-8 s later, every tenth silent (the watchdog
+# handed it to the new pipeline).
+N8N_OUTCOMES = (
+    "UPDATE reply_jobs SET n8n_replied_at = received_at + 2 + (seq % 7) "
+    "WHERE state = 'forwarded' AND seq % 10 <> 0",
+    "UPDATE reply_jobs SET state = 'queued', route = 'new', route_reason = 'n8n_silent', "
+    "finished_at = NULL WHERE state = 'forwarded' AND seq % 10 = 0",
+)
+
+
 @pytest.fixture(scope="module")
 def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("analytics") / "store.db"
@@ -72,6 +82,8 @@ def ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         db.execute(EDGES)
         db.execute(COMPARISON_EDGES)
+        for statement in N8N_OUTCOMES:
+            db.execute(statement)
     finally:
         db.close()
     return path
@@ -162,6 +174,8 @@ READS: dict[str, Callable[[Analytics], Any]] = {
     "latencies by minute": lambda a: a.latencies(MINUTES),
     "latencies by five minutes": lambda a: a.latencies(FIVE_MINUTES),
     "window_stats": lambda a: a.window_stats(since=NOW - HOUR - 0.5, until=NOW - 0.5),
+    "n8n_share": lambda a: a.n8n_share(since=SINCE, until=NOW),
+    "n8n_share, last hour": lambda a: a.n8n_share(since=NOW - HOUR - 0.5, until=NOW - 0.5),
     "traffic by minute": lambda a: a.traffic(MINUTES),
     "percentage_steps": lambda a: a.percentage_steps(since=SINCE),
     "workload_history": lambda a: a.workload_history(since=SINCE, max_points=50),
@@ -203,6 +217,10 @@ def test_the_ledger_is_big_enough_to_tell_paging_from_a_cap(reference: Analytics
     # The moved timestamps reach both sides of an edge, so the bucket tests can fail.
     minutes = reference.outcomes(MINUTES)
     assert sum(b.sent + b.handed_off + b.failed for b in minutes) > 500
+    # n8n's share has every outcome, so its counts and its median can differ between stores.
+    share = reference.n8n_share(since=SINCE, until=NOW)
+    assert share.taken > share.answered > share.silent > 0 and share.failed > 0
+    assert share.p50_s is not None and 2 <= share.p50_s <= 8
 
 
 def test_job_detail_is_the_same_for_each_kind_of_job(

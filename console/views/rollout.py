@@ -287,7 +287,9 @@ if n8n_configured:
             "n8n silent",
             f"{share.silent:,}",
             border=True,
-            delta=None if share.silent_rate is None else f"{share.silent_rate:.1%} of taken",
+            delta=f"{share.silent_rate:.1%} of taken"
+            if share.silent and share.silent_rate
+            else None,
             delta_color="inverse",
             help="Taken but never answered within N8N_REPLY_TIMEOUT_S: the new pipeline "
             "answered them (Jobs page, route reason n8n_silent).",

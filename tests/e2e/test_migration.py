@@ -15,97 +15,43 @@ import pytest
 from app.domain.rollout import bucket
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.llm import LLMSandbox
-from app.sandbox.n8n import SENDER as N8N_SENDER
 from app.sandbox.n8n import N8nSandbox
-from app.sandbox.slack import SlackSandbox
-from tests.support.system import WEBHOOK_SECRET, RunningSystem, free_port, system_env, wait_until
+from tests.support.migration import MigrationSystem, migration_system
+from tests.support.system import wait_until
 
 pytestmark = pytest.mark.e2e
 
-ADMIN = {"Authorization": "Bearer e2e-admin"}
 
-
-class MigrationSystem(RunningSystem):
+class SandboxMigrationSystem(MigrationSystem):
     n8n: N8nSandbox
-    slack: SlackSandbox
-
-    def admin(self, method: str, path: str, body: dict | None = None) -> httpx.Response:
-        return httpx.request(
-            method, f"{self.url}/api/admin/{path}", json=body, headers=ADMIN, timeout=60
-        )
-
-    def set_rollout(self, **body: Any) -> None:
-        response = self.admin("PUT", "rollout", {"reason": "e2e", **body})
-        assert response.status_code == 200, response.text
-        time.sleep(1.2)  # every receiver process re-reads within its 1 s cache
-
-    def answers(self, conversation_id: int) -> dict[str, int]:
-        """Public replies in a conversation, by who sent them."""
-        counts = {"new": 0, "n8n": 0}
-        for message in self.chatwoot.messages(conversation_id):
-            if message["message_type"] != 1 or message["private"]:
-                continue
-            attributes = message.get("content_attributes") or {}
-            if "broker_job_id" in attributes:
-                counts["new"] += 1
-            elif attributes.get("n8n"):
-                counts["n8n"] += 1
-        return counts
-
-
-# A few seconds instead of the default 30 s: the test that opens the circuit then waits for it
-# to close again (in `_reset`), and the cooldown is what it waits out.
-CIRCUIT_COOLDOWN_S = 5
 
 
 @contextmanager
-def _migration_system(data_dir: Path) -> Iterator[MigrationSystem]:
-    port = free_port()
+def _migration_system(data_dir: Path) -> Iterator[SandboxMigrationSystem]:
     with (
         ChatwootSandbox(webhook_retry_wait_s=0.5) as chatwoot,
         LLMSandbox() as llm,
-        N8nSandbox(chatwoot_url=None) as n8n,
-        SlackSandbox() as slack,
-    ):
-        n8n.configure(chatwoot_url=chatwoot.url)
-        chatwoot.add_webhook(
-            f"http://127.0.0.1:{port}/webhooks/chatwoot", secret=WEBHOOK_SECRET, kind="agent_bot"
-        )
-        env = system_env(
+        N8nSandbox(chatwoot_url=chatwoot.url) as n8n,
+        migration_system(
             data_dir,
-            port,
             chatwoot,
             llm,
-            RESPONSE_DELAY_SCALE="0",
-            N8N_AI_BROKER_WEBHOOK_URL=f"{n8n.url}/webhook/chatwoot-ai-broker",
-            N8N_SENDER=N8N_SENDER,
-            N8N_TIMEOUT_S="2",
-            N8N_CIRCUIT_COOLDOWN_S=str(CIRCUIT_COOLDOWN_S),
-            ADMIN_TOKEN="e2e-admin",
-            SLACK_WEBHOOK_URL=slack.webhook_url,
-            QUEUE_RATE_LIMIT="500",
-            WORKER_CONCURRENCY="64",
-            WEB_CONCURRENCY="2",
-        )
-        running = MigrationSystem(data_dir=data_dir, port=port, chatwoot=chatwoot, llm=llm, env=env)
+            n8n_webhook_url=f"{n8n.url}/webhook/chatwoot-ai-broker",
+            system_type=SandboxMigrationSystem,
+        ) as running,
+    ):
         running.n8n = n8n
-        running.slack = slack
-        running.start("web", "worker")
-        try:
-            running.wait_ready()
-            yield running
-        finally:
-            running.stop_all()
+        yield running
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigrationSystem]:
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxMigrationSystem]:
     with _migration_system(tmp_path_factory.mktemp("migration")) as running:
         yield running
 
 
 @pytest.fixture
-def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigrationSystem]:
+def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxMigrationSystem]:
     """A system with an empty ledger, for a test the other tests' traffic would hold up: the
     rollback guard judges every reply of the last `window_s` (60 s at least), and the tests
     before it send hundreds of good ones, which hid a failing LLM until they aged out (~50 s)."""
@@ -114,7 +60,7 @@ def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigrationSy
 
 
 @pytest.fixture(autouse=True)
-def _reset(system: MigrationSystem) -> Iterator[None]:
+def _reset(system: SandboxMigrationSystem) -> Iterator[None]:
     yield
     for sandbox in (system.chatwoot, system.llm, system.n8n):
         sandbox.faults.reset()
@@ -122,16 +68,13 @@ def _reset(system: MigrationSystem) -> Iterator[None]:
     guard = {"enabled": False, "min_sample": 20, "window_s": 600, "max_fallback_rate": 0.25}
     system.set_rollout(percentage=0, shadow=False, guard=guard)
     wait_until(
-        lambda: (
-            system.admin("GET", "migration-status").json()["n8n"]["circuit"]["position"] == "closed"
-            or _close_circuit(system)
-        ),
+        lambda: system.circuit() == "closed" or _close_circuit(system),
         timeout=40,
         what="n8n circuit closed again",
     )
 
 
-def _close_circuit(system: MigrationSystem) -> bool:
+def _close_circuit(system: SandboxMigrationSystem) -> bool:
     """A half-open circuit closes on the next successful forward (a probe)."""
     conversation_id = system.new_conversation()
     system.chatwoot.customer_message(conversation_id, "probe")
@@ -139,29 +82,13 @@ def _close_circuit(system: MigrationSystem) -> bool:
     return False
 
 
-def _send_each(system: MigrationSystem, conversations: list[int], text: str) -> None:
-    for conversation_id in conversations:
-        system.chatwoot.customer_message(conversation_id, text)
-
-
-def _wait_all_answered(
-    system: MigrationSystem, conversations: list[int], timeout: float = 90
-) -> None:
-    wait_until(
-        lambda: all(sum(system.answers(c).values()) >= 1 for c in conversations),
-        timeout=timeout,
-        interval=0.5,
-        what="every conversation answered",
-    )
-
-
 def test_sticky_routing_at_30_percent_and_raising_to_60_moves_none_back(
-    system: MigrationSystem,
+    system: SandboxMigrationSystem,
 ) -> None:
     system.set_rollout(percentage=30)
     conversations = [system.new_conversation() for _ in range(1000)]
-    _send_each(system, conversations, "Hello, what are today's fixed rates?")
-    _wait_all_answered(system, conversations, timeout=180)
+    system.send_each(conversations, "Hello, what are today's fixed rates?")
+    system.wait_all_answered(conversations, timeout=180)
     system.settle(2.0)
 
     expected_new = {c for c in conversations if bucket(c) <= 30}
@@ -171,7 +98,7 @@ def test_sticky_routing_at_30_percent_and_raising_to_60_moves_none_back(
     assert all(sum(system.answers(c).values()) == 1 for c in conversations)
 
     sample = conversations[:60]
-    _send_each(system, sample, "And for a 3-year lock-in?")
+    system.send_each(sample, "And for a 3-year lock-in?")
     wait_until(
         lambda: all(sum(system.answers(c).values()) >= 2 for c in sample),
         timeout=60,
@@ -182,7 +109,7 @@ def test_sticky_routing_at_30_percent_and_raising_to_60_moves_none_back(
         assert max(answers.values()) == 2, (conversation_id, answers)  # same system both times
 
     system.set_rollout(percentage=60)
-    _send_each(system, sample, "Thanks. One more question.")
+    system.send_each(sample, "Thanks. One more question.")
     wait_until(
         lambda: all(sum(system.answers(c).values()) >= 3 for c in sample),
         timeout=60,
@@ -191,19 +118,19 @@ def test_sticky_routing_at_30_percent_and_raising_to_60_moves_none_back(
     for conversation_id in sample:
         answers = system.answers(conversation_id)
         if conversation_id in expected_new:
-            assert answers == {"new": 3, "n8n": 0}, (conversation_id, answers)
+            assert answers == {"new": 3, "n8n": 0, "human": 0}, (conversation_id, answers)
         elif bucket(conversation_id) <= 60:
-            assert answers == {"new": 1, "n8n": 2}, (conversation_id, answers)
+            assert answers == {"new": 1, "n8n": 2, "human": 0}, (conversation_id, answers)
         else:
-            assert answers == {"new": 0, "n8n": 3}, (conversation_id, answers)
+            assert answers == {"new": 0, "n8n": 3, "human": 0}, (conversation_id, answers)
 
 
-def test_shadow_sends_nothing_and_pairs_both_replies(system: MigrationSystem) -> None:
+def test_shadow_sends_nothing_and_pairs_both_replies(system: SandboxMigrationSystem) -> None:
     system.set_rollout(percentage=0, shadow=True)
     before = len(system.chatwoot.requests())
     conversations = [system.new_conversation() for _ in range(12)]
-    _send_each(system, conversations, "Is it better to refinance now or wait?")
-    _wait_all_answered(system, conversations)
+    system.send_each(conversations, "Is it better to refinance now or wait?")
+    system.wait_all_answered(conversations)
     store = system.store()
     try:
         wait_until(
@@ -230,7 +157,7 @@ def test_shadow_sends_nothing_and_pairs_both_replies(system: MigrationSystem) ->
     finally:
         store.close()
     for conversation_id in conversations:
-        assert system.answers(conversation_id) == {"new": 0, "n8n": 1}
+        assert system.answers(conversation_id) == {"new": 0, "n8n": 1, "human": 0}
     writes = [
         r
         for r in system.chatwoot.requests()[before:]
@@ -240,7 +167,7 @@ def test_shadow_sends_nothing_and_pairs_both_replies(system: MigrationSystem) ->
 
 
 def test_rollback_mid_run_leaves_every_message_with_exactly_one_answer(
-    system: MigrationSystem,
+    system: SandboxMigrationSystem,
 ) -> None:
     system.set_rollout(percentage=50)
     system.llm.configure(latency_ms=800)
@@ -253,7 +180,7 @@ def test_rollback_mid_run_leaves_every_message_with_exactly_one_answer(
             assert response.status_code == 200, response.text
             rollback_result = response.json()["rollback"]
         time.sleep(0.01)
-    _wait_all_answered(system, conversations, timeout=120)
+    system.wait_all_answered(conversations, timeout=120)
     system.settle(3.0)
     counts = [sum(system.answers(c).values()) for c in conversations]
     assert counts.count(1) == 300, f"answers per message: {sorted(set(counts))}"
@@ -267,14 +194,16 @@ def test_rollback_mid_run_leaves_every_message_with_exactly_one_answer(
     assert second.status_code == 200 and second.json()["rollback"]["cancelled"] == 0
 
 
-def test_failing_llm_trips_the_automatic_rollback_and_alerts(own_system: MigrationSystem) -> None:
+def test_failing_llm_trips_the_automatic_rollback_and_alerts(
+    own_system: SandboxMigrationSystem,
+) -> None:
     system = own_system
     guard = {"enabled": True, "min_sample": 10, "window_s": 60, "max_fallback_rate": 0.25}
     system.set_rollout(percentage=100, guard=guard)
     system.llm.faults.set(error_rate=0.5, error_status=500, seed=7)
     alerts_before = len(system.slack.messages())
     conversations = [system.new_conversation() for _ in range(30)]
-    _send_each(system, conversations, "How much can I borrow?")
+    system.send_each(conversations, "How much can I borrow?")
     wait_until(
         lambda: system.admin("GET", "migration-status").json()["rollout"]["percentage"] == 0,
         timeout=60,
@@ -285,17 +214,19 @@ def test_failing_llm_trips_the_automatic_rollback_and_alerts(own_system: Migrati
     assert automatic and automatic[0].automatic and "fallback rate" in automatic[0].reason
     wait_until(lambda: len(system.slack.messages()) > alerts_before, timeout=10, what="alert")
     assert "rolled back" in system.slack.messages()[-1]["text"]
-    _wait_all_answered(system, conversations)
+    system.wait_all_answered(conversations)
     assert all(sum(system.answers(c).values()) == 1 for c in conversations)
 
 
-def test_n8n_down_opens_the_circuit_and_the_new_pipeline_answers(system: MigrationSystem) -> None:
+def test_n8n_down_opens_the_circuit_and_the_new_pipeline_answers(
+    system: SandboxMigrationSystem,
+) -> None:
     system.set_rollout(percentage=0)
     system.n8n.faults.set(error_rate=1.0, error_status=500)
     conversations = [system.new_conversation() for _ in range(8)]
     # Five failures in a row open the circuit; the next three, sent well within its cooldown,
     # never reach n8n.
-    _send_each(system, conversations[:5], "Hi, is anyone there?")
+    system.send_each(conversations[:5], "Hi, is anyone there?")
     wait_until(
         lambda: (
             system.admin("GET", "migration-status").json()["n8n"]["circuit"]["position"] == "open"
@@ -303,10 +234,10 @@ def test_n8n_down_opens_the_circuit_and_the_new_pipeline_answers(system: Migrati
         timeout=30,
         what="n8n circuit open",
     )
-    _send_each(system, conversations[5:], "Hi, is anyone there?")
-    _wait_all_answered(system, conversations)
+    system.send_each(conversations[5:], "Hi, is anyone there?")
+    system.wait_all_answered(conversations)
     for conversation_id in conversations:
-        assert system.answers(conversation_id) == {"new": 1, "n8n": 0}
+        assert system.answers(conversation_id) == {"new": 1, "n8n": 0, "human": 0}
     status = system.admin("GET", "migration-status").json()
     assert status["n8n"]["circuit"]["position"] == "open"
     store = system.store()

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench chromium clean
+.PHONY: demo test test-n8n n8n lint format bench chromium clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ chromium:
 
 test: lint chromium
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The pinned real n8n (and the Node it needs) from npm, into a cache outside the repository.
+n8n:
+	tests/real_n8n/install-n8n
+
+# The migration against the real n8n; `.ci/run` runs it after `make test`.
+test-n8n: $(STAMP) n8n
+	$(BIN)/pytest -q -p no:cacheprovider -m real_n8n tests/real_n8n
 
 bench: $(STAMP) chromium
 	$(BIN)/python bench/pipeline_bench.py

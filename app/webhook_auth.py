@@ -13,6 +13,7 @@ import hmac
 from dataclasses import dataclass
 
 MAX_SKEW_S = 300.0
+MAX_TIMESTAMP_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,13 @@ class WebhookAuth:
     ) -> str | None:
         if not timestamp or not signature:
             return "missing signature"
-        try:
-            sent_at = int(timestamp)
-        except ValueError:
+        # Unix seconds: digits only, and few enough that the skew check cannot overflow.
+        if (
+            not (timestamp.isascii() and timestamp.isdigit())
+            or len(timestamp) > MAX_TIMESTAMP_DIGITS
+        ):
             return "malformed timestamp"
+        sent_at = int(timestamp)
         if abs(now - sent_at) > self.max_skew_s:
             return "timestamp outside the 300 s window"
         assert self.secret is not None

@@ -7,6 +7,7 @@ conversations from n8n to the new pipeline, never back.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -92,17 +93,36 @@ def apply_change(current: RolloutState, change: RolloutChange) -> RolloutState:
     )
 
 
+# Each threshold's allowed range, inclusive (the console's inputs use the same). Outside them a
+# guard would never fire (a NaN, Infinity or 1e300 compares false with everything) or fire at
+# once; neither is a setting anyone means.
+GUARD_RANGES: dict[str, tuple[float, float]] = {
+    "max_failure_rate": (0.001, 1.0),
+    "max_fallback_rate": (0.001, 1.0),
+    "max_p95_latency_s": (1.0, 600.0),
+    "window_s": (60.0, 86_400.0),
+    "min_sample": (1, 10_000),
+}
+
+
+def guard_value_error(name: str, value: object) -> str | None:
+    """Why `value` cannot be guard threshold `name`, or None."""
+    low, high = GUARD_RANGES[name]
+    whole = name == "min_sample"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "must be a number"
+    if not math.isfinite(value) or not low <= value <= high:
+        return f"must be {'a whole number' if whole else 'a number'} from {low:g} to {high:g}"
+    if whole and not float(value).is_integer():
+        return f"must be a whole number from {low:g} to {high:g}"
+    return None
+
+
 def _check_guard(guard: GuardThresholds) -> None:
-    for name in ("max_failure_rate", "max_fallback_rate"):
-        value = getattr(guard, name)
-        if not 0 < value <= 1:
-            raise RolloutError(f"guard.{name} must be a fraction in (0, 1], not {value}")
-    if guard.max_p95_latency_s <= 0:
-        raise RolloutError("guard.max_p95_latency_s must be positive")
-    if guard.window_s < 60:
-        raise RolloutError("guard.window_s must be at least 60 seconds")
-    if guard.min_sample < 1:
-        raise RolloutError("guard.min_sample must be at least 1")
+    for name in GUARD_RANGES:
+        error = guard_value_error(name, getattr(guard, name))
+        if error is not None:
+            raise RolloutError(f"guard.{name} {error}, not {getattr(guard, name)!r}")
 
 
 def describe(state: RolloutState, *, n8n_configured: bool) -> str:

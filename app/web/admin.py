@@ -12,7 +12,13 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from app.domain.health import recommendations
-from app.domain.rollout import GuardThresholds, RolloutChange, RolloutError, describe
+from app.domain.rollout import (
+    GuardThresholds,
+    RolloutChange,
+    RolloutError,
+    describe,
+    guard_value_error,
+)
 from app.guard import HEARTBEAT_STALE_S, pipeline_health
 from app.web.context import raw_json_body, services
 
@@ -189,8 +195,8 @@ def _guard(value: Any, errors: list[dict[str, str]]) -> GuardThresholds | None:
             if not isinstance(item, bool):
                 errors.append({"field": "guard.enabled", "message": "must be true or false"})
             changes[key] = item
-        elif isinstance(item, bool) or not isinstance(item, int | float):
-            errors.append({"field": f"guard.{key}", "message": "must be a number"})
+        elif (problem := guard_value_error(key, item)) is not None:
+            errors.append({"field": f"guard.{key}", "message": problem})
         else:
             changes[key] = int(item) if key == "min_sample" else float(item)
     return replace(current, **changes) if not errors else None

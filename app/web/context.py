@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import current_app, request
 
 from app.bootstrap import Services
+from app.web.json_body import JsonRejected, parse_json
 
 
 class BadRequestBody(Exception):
     """The request body is not what the route accepts; `status` and `error` go to the client."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(self, status: int, error: str, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.error = error
         self.detail = detail
+        self.field = field
 
 
 def services() -> Services:
@@ -30,7 +31,9 @@ def raw_json_body() -> tuple[bytes, dict[str, Any]]:
         raise BadRequestBody(415, "unsupported_media_type", "send Content-Type: application/json")
     raw = request.get_data(cache=True)
     try:
-        parsed = json.loads(raw)
+        parsed = parse_json(raw)
+    except JsonRejected as exc:
+        raise BadRequestBody(400, exc.error, exc.message, field=exc.field) from None
     except (ValueError, UnicodeDecodeError):
         raise BadRequestBody(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(parsed, dict):

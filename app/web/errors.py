@@ -17,7 +17,10 @@ log = logging.getLogger(__name__)
 def register(app: Flask) -> None:
     @app.errorhandler(BadRequestBody)
     def bad_body(exc: BadRequestBody) -> ResponseReturnValue:
-        return jsonify(error=exc.error, detail=exc.detail), exc.status
+        body = {"error": exc.error, "detail": exc.detail}
+        if exc.field is not None:
+            body["field"] = exc.field
+        return jsonify(body), exc.status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> ResponseReturnValue:

@@ -8,6 +8,7 @@ from dataclasses import replace
 import streamlit as st
 
 from app.domain.rollout import (
+    GUARD_RANGES,
     GuardThresholds,
     RolloutChange,
     RolloutError,
@@ -235,15 +236,33 @@ with (
 ):
     enabled = st.toggle("Guard enabled", value=guard.enabled)
     cols = st.columns(5)
+    limits = GUARD_RANGES  # the API's ranges
     failure = cols[0].number_input(
-        "Max failure rate", 0.001, 1.0, guard.max_failure_rate, step=0.01, format="%.3f"
+        "Max failure rate",
+        *limits["max_failure_rate"],
+        guard.max_failure_rate,
+        step=0.01,
+        format="%.3f",
     )
     fallback = cols[1].number_input(
-        "Max fallback rate", 0.001, 1.0, guard.max_fallback_rate, step=0.01, format="%.3f"
+        "Max fallback rate",
+        *limits["max_fallback_rate"],
+        guard.max_fallback_rate,
+        step=0.01,
+        format="%.3f",
     )
-    p95 = cols[2].number_input("Max p95 latency (s)", 1.0, 600.0, guard.max_p95_latency_s, step=1.0)
-    window_min = cols[3].number_input("Window (min)", 1.0, 1440.0, guard.window_s / 60, step=1.0)
-    sample = cols[4].number_input("Min replies", 1, 10_000, guard.min_sample, step=1)
+    p95 = cols[2].number_input(
+        "Max p95 latency (s)", *limits["max_p95_latency_s"], guard.max_p95_latency_s, step=1.0
+    )
+    window_min = cols[3].number_input(
+        "Window (min)",
+        limits["window_s"][0] / 60,
+        limits["window_s"][1] / 60,
+        guard.window_s / 60,
+        step=1.0,
+    )
+    low, high = limits["min_sample"]
+    sample = cols[4].number_input("Min replies", int(low), int(high), guard.min_sample, step=1)
     if st.form_submit_button("Review change…", disabled=locked):
         proposed = replace(
             guard,

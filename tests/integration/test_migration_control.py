@@ -219,6 +219,15 @@ def test_admin_api_is_disabled_without_admin_token(
         ({"guard": {"max_failure_rate": "high"}, "reason": "r"}, "guard.max_failure_rate"),
         ({"guard": {"enabled": "yes"}, "reason": "r"}, "guard.enabled"),
         ({"guard": {"bogus": 1}, "reason": "r"}, "guard.bogus"),
+        ({"guard": {"max_failure_rate": 2}, "reason": "r"}, "guard.max_failure_rate"),
+        ({"guard": {"max_fallback_rate": 0}, "reason": "r"}, "guard.max_fallback_rate"),
+        ({"guard": {"window_s": 10}, "reason": "r"}, "guard.window_s"),
+        # 1e300 s would keep every reply in the window forever; the guard would never judge.
+        ({"guard": {"window_s": 1e300}, "reason": "r"}, "guard.window_s"),
+        ({"guard": {"max_p95_latency_s": 1e300}, "reason": "r"}, "guard.max_p95_latency_s"),
+        ({"guard": {"min_sample": 0}, "reason": "r"}, "guard.min_sample"),
+        ({"guard": {"min_sample": 1e300}, "reason": "r"}, "guard.min_sample"),
+        ({"guard": {"min_sample": 2.5}, "reason": "r"}, "guard.min_sample"),
     ],
 )
 def test_invalid_rollout_changes_are_422_and_change_nothing(
@@ -237,9 +246,6 @@ def test_invalid_rollout_changes_are_422_and_change_nothing(
     [
         ({"n8n_enabled": False, "percentage": 60}, "raise the percentage to 100 first"),
         ({"n8n_enabled": False}, "n8n can only be disabled at 100"),
-        ({"guard": {"max_failure_rate": 2}}, "guard.max_failure_rate"),
-        ({"guard": {"window_s": 10}}, "guard.window_s"),
-        ({"guard": {"min_sample": 0}}, "guard.min_sample"),
     ],
 )
 def test_rollout_changes_breaking_a_rule_are_refused_naming_it(
@@ -252,6 +258,25 @@ def test_rollout_changes_breaking_a_rule_are_refused_naming_it(
     state = services.rollout.current(fresh=True)
     assert (state.percentage, state.n8n_enabled) == (0, True)
     assert state.guard == GuardThresholds()  # unchanged defaults
+    assert services.store.audit_log() == []
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+@pytest.mark.parametrize("threshold", ["max_p95_latency_s", "window_s", "min_sample"])
+def test_a_guard_threshold_that_is_not_a_finite_number_is_refused_by_name(
+    client: FlaskClient, services: Services, literal: str, threshold: str
+) -> None:
+    """NaN compares false with everything: a NaN window or latency disabled the guard; an
+    Infinity sample answered 500."""
+    response = client.put(
+        "/api/admin/rollout",
+        data=f'{{"reason": "r", "guard": {{"{threshold}": {literal}}}}}',
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert response.json["error"] == "invalid_number"
+    assert response.json["field"] == f"$.guard.{threshold}"
+    assert services.rollout.current(fresh=True).guard == GuardThresholds()
     assert services.store.audit_log() == []
 
 

@@ -85,6 +85,31 @@ def test_the_signed_wire_fixture_verifies_byte_for_byte(tmp_path: Path) -> None:
     assert rejection_for(wired, tampered, headers) == "signature mismatch"
 
 
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "9" * 400,
+        "-1700000000",
+        "+1700000000",
+        " 1700000000",
+        "1700000000.5",
+        "\uff11\uff17\uff10\uff10",
+        "0x1f",
+    ],
+)
+def test_a_malformed_timestamp_is_refused_before_any_arithmetic(
+    client: FlaskClient, services, timestamp: str
+) -> None:
+    """A 400-digit timestamp overflowed the skew check (a 500, unauthenticated)."""
+    body = json.dumps(_fixture("message_created.incoming_contact.json")).encode()
+    headers = {**_signed_headers(body), "X-Chatwoot-Timestamp": timestamp}
+    headers["X-Chatwoot-Signature"] = "sha256=" + sign(SECRET, timestamp, body)
+    response = client.post("/webhooks/chatwoot", data=body, headers=headers)
+    assert response.status_code == 401
+    assert response.json == {"error": "unauthorized", "detail": "malformed timestamp"}
+    assert services.store.job_state_counts() == {}
+
+
 def rejection_for(wired, body: bytes, headers: dict) -> str | None:
     return wired.webhook_auth.rejection(
         body=body,

@@ -3,12 +3,16 @@ the rules for changing the state."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from app.domain.rollout import (
     BUCKET_PREFIX,
+    GUARD_RANGES,
     GuardThresholds,
     RolloutChange,
     RolloutError,
@@ -222,3 +226,15 @@ def test_describe(state: RolloutState, configured: bool, expected: str) -> None:
 def test_describe_names_the_shadow_mode_only_when_on() -> None:
     assert "sends nothing" in describe(RolloutState(shadow=True), n8n_configured=True)
     assert "Shadow" not in describe(RolloutState(), n8n_configured=True)
+
+
+def test_guard_ranges_are_enforced_below_the_web_layer_too() -> None:
+    """The rule is the domain's: the console and the automatic paths get it as well."""
+    current = RolloutState()
+    for name, (low, high) in GUARD_RANGES.items():
+        for bad in (low / 2 if low > 0 else -1, high * 2, math.nan, math.inf):
+            change = RolloutChange(guard=replace(current.guard, **{name: bad}))
+            with pytest.raises(RolloutError, match=f"guard.{name}"):
+                apply_change(current, change)
+        edge = RolloutChange(guard=replace(current.guard, **{name: high}))
+        assert getattr(apply_change(current, edge).guard, name) == high

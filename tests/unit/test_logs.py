@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.adapters.http_pool import PooledHttp
-from app.logs import configure_logging
+from app.logs import configure_logging, mask_contact_details
 
 
 @pytest.fixture
@@ -62,3 +63,69 @@ def test_debug_logging_does_not_print_the_urls_of_contact_searches(
     logged = capsys.readouterr().err
     assert "our own debug line" in logged
     assert "weiming" not in logged
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "+6591234567",
+        "+65 9123 4567",
+        "(+65) 9123 4567",
+        "(65) 9123-4567",
+        "+65.9123.4567",
+        "65 9123 4567",
+        "6591234567",
+        "0065 9123 4567",
+        "%2B6591234567",
+        "%2b65%209123%204567",
+        "9123 4567",
+        "9123-4567",
+        "91234567",
+        "+1 (415) 555-0167",
+    ],
+)
+def test_phone_numbers_are_masked_as_people_write_them(phone: str) -> None:
+    masked = mask_contact_details(f"lead form from {phone}, please call")
+    assert masked == "lead form from ***67, please call"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-12-04 04:18:24",
+        "job j_5f1d2c3b0a4e",
+        "5f1d2c3b-0a4e-4c8b-9f1a-6b7c8d9e0f11",
+        "conversation=90211",
+        "at 1795621874.489",
+        "redis 127.0.0.1:6379",
+        "p99 2110 ms",
+    ],
+)
+def test_ids_dates_and_figures_stay_searchable(text: str) -> None:
+    assert mask_contact_details(text) == text
+
+
+@pytest.mark.usefixtures("restored_logging")
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_no_logged_value_can_forge_a_line_and_tracebacks_are_masked(
+    capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    configure_logging("INFO", fmt)
+    forged = "ok\n2026-12-04 04:00:00,000 WARNING web app.web.admin: rollback by admin-api"
+    log = logging.getLogger("app.test")
+    log.info("rollout changed by %s (%s)", "ops\r\nINFO fake", forged)
+    log.info("name \x1b[31mred\x1b[0m\u2028next")
+    try:
+        raise ValueError(f"bad phone +65 9123 4567 from tan@example.com\n{forged}")
+    except ValueError:
+        log.exception("lead form failed")
+
+    lines = capsys.readouterr().err.splitlines()
+    records = [line for line in lines if not line.startswith(" ")]
+    assert len(records) == 3, lines  # one line per record; the traceback is indented under it
+    if fmt == "json":
+        assert all(json.loads(line) for line in lines)
+    logged = "\n".join(lines)
+    assert "9123 4567" not in logged and "tan@example.com" not in logged
+    assert "\x1b" not in logged and "\u2028" not in logged
+    assert "WARNING web app.web.admin" in logged  # still there, as text inside a record

@@ -634,7 +634,7 @@ def comparisons_to_csv(rows: Sequence[Comparison]) -> bytes:
                 c.id,
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c.received_at)),
                 c.conversation_id,
-                c.broker_id or "",
+                _csv_text(c.broker_id),
                 _csv_text(c.customer_message),
                 _csv_text(c.n8n_reply),
                 _round(c.n8n_latency_ms),
@@ -644,7 +644,7 @@ def comparisons_to_csv(rows: Sequence[Comparison]) -> bytes:
                 "" if c.similarity is None else f"{c.similarity:.4f}",
                 c.verdict.value if c.verdict else "",
                 _csv_text(c.verdict_note),
-                c.verdict_by or "",
+                _csv_text(c.verdict_by),
             ]
         )
     return out.getvalue().encode("utf-8")
@@ -756,7 +756,7 @@ def jobs_csv(key: str, query: JobFilter) -> bytes:
                 row.state,
                 row.route,
                 row.conversation_id,
-                row.broker_id or "",
+                _csv_text(row.broker_id),
                 row.attempts,
                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(row.received_at)),
                 _round(row.latency_s, 3),
@@ -899,10 +899,11 @@ def replay_parked(actor: str, reason: str) -> ActionResult:
 
 # -- helpers -----------------------------------------------------------------------------------
 def _csv_text(value: str | None) -> str:
-    """Text for a spreadsheet: a leading = + - @ would be run as a formula by Excel."""
+    """Text for a spreadsheet: a leading = + - @ (also after spaces, which spreadsheets skip)
+    would be run as a formula; tab and CR start one in some."""
     if not value:
         return ""
-    return f"'{value}" if value[0] in "=+-@\t\r" else value
+    return f"'{value}" if value.lstrip(" ")[:1] in tuple("=+-@\t\r") else value
 
 
 def _round(value: float | None, digits: int = 0) -> str:

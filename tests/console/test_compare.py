@@ -78,7 +78,8 @@ def test_csv_export_has_both_replies_and_defuses_formulas(
     no_failures(app)
     first = store.list_comparisons(limit=1)[0]
     sql(
-        "UPDATE shadow_comparisons SET customer_message = '=HYPERLINK(\"x\")' WHERE id = ?",
+        "UPDATE shadow_comparisons SET customer_message = '=HYPERLINK(\"x\")', "
+        "verdict_by = '@SUM(1)', verdict_note = '  +cmd|'' /C calc''!A0' WHERE id = ?",
         (first.id,),
     )
     rows = list(
@@ -89,6 +90,8 @@ def test_csv_export_has_both_replies_and_defuses_formulas(
         )
     )
     assert rows[0]["customer_message"] == '\'=HYPERLINK("x")'
+    assert rows[0]["verdict_by"] == "'@SUM(1)"  # an operator's name is theirs to choose
+    assert rows[0]["verdict_note"] == "'  +cmd|' /C calc'!A0"
     assert rows[0]["n8n_reply"] and rows[0]["new_reply"]
     assert set(rows[0]) >= {"similarity", "verdict", "verdict_by", "n8n_latency_ms"}
     assert ComparisonFilter() == ComparisonFilter()  # hashable filter: a cache key

@@ -37,6 +37,9 @@ class ReceiverServer(BaseApplication):
             "loglevel": settings.log_level.lower(),
             "proc_name": "ai-broker-web",
             "post_worker_init": _freeze_startup_objects,
+            # gunicorn 25+ opens a control socket at one path per user, shared by every
+            # instance: one receiver stopping removed another's. Nothing here uses it.
+            "control_socket_disable": True,
         }
         for key, value in options.items():
             self.cfg.set(key, value)

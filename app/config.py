@@ -77,6 +77,7 @@ class Settings:
 
     admin_token: str | None = field(default=None, repr=False)
     form_token: str | None = field(default=None, repr=False)
+    allow_open_lead_form: bool = False
     console_password: str | None = field(default=None, repr=False)
     slack_webhook_url: str | None = field(default=None, repr=False)
 
@@ -176,6 +177,7 @@ class Settings:
             response_delay_scale=env.number("RESPONSE_DELAY_SCALE", 1.0, minimum=0.0),
             admin_token=env.text("ADMIN_TOKEN"),
             form_token=env.text("FORM_TOKEN"),
+            allow_open_lead_form=env.boolean("ALLOW_OPEN_LEAD_FORM", False),
             console_password=env.text("CONSOLE_PASSWORD"),
             slack_webhook_url=env.text("SLACK_WEBHOOK_URL"),
             log_level=(env.text("LOG_LEVEL") or "INFO").upper(),
@@ -223,6 +225,15 @@ class Settings:
                 "CHATWOOT_WEBHOOK_SECRET is not set: set it to the webhook's or agent bot's "
                 "secret (or WEBHOOK_TOKEN for Chatwoot < 4.11.2); "
                 "ALLOW_UNAUTHENTICATED_WEBHOOKS=true accepts unsigned webhooks (local use only)"
+            )
+
+    def require_lead_form_auth(self) -> None:
+        """A lead form open to anyone lets a stranger file a form in a customer's name."""
+        if not (self.form_token or self.allow_open_lead_form):
+            raise ConfigError(
+                "FORM_TOKEN is not set: set it to the token the website's server sends to "
+                "/api/conversations (Authorization: Bearer); ALLOW_OPEN_LEAD_FORM=true opens "
+                "the form to anyone (local use only)"
             )
 
 

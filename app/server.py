@@ -60,6 +60,12 @@ def _freeze_startup_objects(_worker: object) -> None:
 
 def run_web(settings: Settings) -> None:
     settings.require_webhook_auth()
+    settings.require_lead_form_auth()
+    if not settings.form_token:
+        log.warning(
+            "the lead form is open to anyone (ALLOW_OPEN_LEAD_FORM=true): set FORM_TOKEN "
+            "before this receiver faces the internet"
+        )
     services = build_services(settings)
     prepare_store(services.store)
     services.store.close()

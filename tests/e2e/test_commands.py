@@ -32,7 +32,9 @@ def _bare_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("CHATWOOT_", "OPENAI_", "REDIS_", "SUPABASE_", "WEBHOOK_"))
+        if not key.startswith(
+            ("CHATWOOT_", "OPENAI_", "REDIS_", "SUPABASE_", "WEBHOOK_", "FORM_", "ALLOW_")
+        )
     }
     return {**env, "DATA_DIR": str(tmp_path), "PORT": str(free_port()), **extra}
 
@@ -43,6 +45,29 @@ def test_web_refuses_to_start_without_webhook_authentication(tmp_path: Path) -> 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
     assert "CHATWOOT_WEBHOOK_SECRET" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_web_refuses_to_start_with_the_lead_form_open_unless_told_to(tmp_path: Path) -> None:
+    signed = {"CHATWOOT_WEBHOOK_SECRET": "s"}
+    refused = _run(["web"], _bare_env(tmp_path, **signed))
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "FORM_TOKEN" in lines[0] and "ALLOW_OPEN_LEAD_FORM" in lines[0]
+
+    env = _bare_env(tmp_path, **signed, ALLOW_OPEN_LEAD_FORM="true")
+    web = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "web"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert web.stderr is not None
+        first = web.stderr.readline()
+        assert "lead form is open to anyone" in first and "FORM_TOKEN" in first
+    finally:
+        web.terminate()
+        web.wait(timeout=15)
 
 
 @pytest.mark.parametrize(

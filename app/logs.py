@@ -16,6 +16,7 @@ import logging
 import re
 import sys
 import time
+from typing import Any
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 # Phone numbers as people and forms write them, the last two digits kept for support:
@@ -67,7 +68,7 @@ class ContactDetailsFilter(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
-    def formatException(self, ei) -> str:  # type: ignore[no-untyped-def]  # noqa: N802 - logging's name
+    def formatException(self, ei: Any) -> str:
         lines = mask_contact_details(super().formatException(ei)).splitlines()
         return "\n".join(f"    {escape_controls(line)}" for line in lines)
 

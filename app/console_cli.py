@@ -39,6 +39,13 @@ def streamlit_command(settings: Settings) -> list[str]:
         "--browser.gatherUsageStats=false",
         "--server.fileWatcherType=none",
         "--server.runOnSave=false",
+        # Endpoints the console does not use stay off, whatever Streamlit's defaults become.
+        "--server.enableStaticServing=false",
+        "--server.enableAgentApi=false",
+        "--server.scriptHealthCheckEnabled=false",
+        "--server.enableXsrfProtection=true",
+        "--server.enableCORS=true",
+        "--server.maxUploadSize=1",
     ]
 
 

@@ -67,6 +67,11 @@ class AccessConfig:
     def configured(self) -> bool:
         return self.oidc or bool(self.password)
 
+    @property
+    def restricts(self) -> bool:
+        """Whether the allow-lists decide who gets in (by email or its domain)."""
+        return bool(self.allowed_emails or self.allowed_domains)
+
     def admits(self, email: str | None) -> bool:
         """Whether an identity the provider vouched for may use the console."""
         if not self.allowed_emails and not self.allowed_domains:
@@ -212,10 +217,29 @@ def _refused(email: str | None) -> None:
     st.button("Log out", on_click=st.logout)
 
 
+def _unverified(email: str | None) -> None:
+    _login_page_header()
+    st.error(
+        f"Your identity provider has not confirmed {email or 'this account’s email address'}. "
+        "Confirm the address with the provider, then log in again."
+    )
+    st.button("Log out", on_click=st.logout)
+
+
+def _email_verified() -> bool:
+    verified = st.user.get("email_verified")
+    return verified is True or (isinstance(verified, str) and verified.lower() == "true")
+
+
 def _oidc_operator(config: AccessConfig) -> Operator:
     if not st.user.get("is_logged_in"):
         _gate(lambda: _oidc_login(config))
     email = _claim("email")
+    if config.restricts and not _email_verified():
+        # Many providers let anyone put any address on an account; an allow-list by email
+        # means something only for addresses the provider has confirmed.
+        log.warning("refused %s (the provider did not confirm the address)", email)
+        _gate(lambda: _unverified(email))
     if not config.admits(email):
         log.warning("refused %s (not in the allow-list)", email)
         _gate(lambda: _refused(email))
@@ -241,16 +265,16 @@ def _password_form(config: AccessConfig) -> None:
         submitted = st.form_submit_button("Log in", type="primary", icon=":material/login:")
     if not submitted:
         return
-    throttle = _throttle()
-    if throttle.locked():
-        st.error("Too many failed logins. Wait a minute and try again.")
+    throttle, client = _throttle(), _client()
+    if throttle.locked(client):
+        st.error("Too many failed logins from here. Wait a minute and try again.")
         return
     assert config.password is not None
     if not name.strip():
         st.error("Enter your name: it goes into the audit log with every action.")
         return
     if not password_matches(password, config.password):
-        throttle.failed()
+        throttle.failed(client)
         log.warning("failed login as %r", name.strip()[:80])
         time.sleep(FAILURE_DELAY_S)
         st.error("Wrong password.")
@@ -285,22 +309,34 @@ def _lowered(values: object) -> frozenset[str]:
 
 
 class _LoginThrottle:
-    """Failed logins across every session of this process: after too many in a minute, logins
-    wait (a shared password must not be guessable at network speed)."""
+    """Failed logins per client (its address) across every session of this process: after too
+    many in a minute that client waits, so a shared password cannot be guessed at network
+    speed, and nobody can lock every other operator out by failing on purpose."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
-        self._failures: list[float] = []
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
 
-    def failed(self) -> None:
+    def failed(self, client: str) -> None:
         with self._lock:
-            self._failures.append(time.monotonic())
+            self._failures.setdefault(client, []).append(self._clock())
 
-    def locked(self) -> bool:
-        cutoff = time.monotonic() - 60
+    def locked(self, client: str) -> bool:
+        cutoff = self._clock() - 60
         with self._lock:
-            self._failures = [at for at in self._failures if at > cutoff]
-            return len(self._failures) >= MAX_FAILURES_PER_MINUTE
+            for key in list(self._failures):
+                recent = [at for at in self._failures[key] if at > cutoff]
+                if recent:
+                    self._failures[key] = recent
+                else:
+                    del self._failures[key]
+            return len(self._failures.get(client, ())) >= MAX_FAILURES_PER_MINUTE
+
+
+def _client() -> str:
+    """The client's address as the console's server saw it (behind a proxy, the proxy's)."""
+    return st.context.ip_address or "unknown"
 
 
 @st.cache_resource(show_spinner=False)

@@ -108,7 +108,12 @@ def test_oidc_without_authlib_says_what_to_install(
 def test_oidc_user_in_the_allowed_domain_is_the_operator(data_dir: Path) -> None:
     app = fresh()
     app.secrets = OIDC
-    app.user = {"is_logged_in": True, "email": "Priya.Nair@nextnest.sg", "name": "Priya Nair"}
+    app.user = {
+        "is_logged_in": True,
+        "email": "Priya.Nair@nextnest.sg",
+        "email_verified": True,
+        "name": "Priya Nair",
+    }
     app.run()
     no_failures(app)
     operator = app.session_state[auth.SESSION_KEY]
@@ -119,21 +124,59 @@ def test_oidc_user_in_the_allowed_domain_is_the_operator(data_dir: Path) -> None
 def test_oidc_user_outside_the_allow_list_is_refused(data_dir: Path) -> None:
     app = fresh()
     app.secrets = OIDC
-    app.user = {"is_logged_in": True, "email": "someone@gmail.com", "name": "Someone"}
+    app.user = {
+        "is_logged_in": True,
+        "email": "someone@gmail.com",
+        "email_verified": True,
+        "name": "Someone",
+    }
     app.run()
     assert "not allowed to use the console" in app.error[0].value
+    assert "Overview" not in titles(app)
+
+
+@pytest.mark.parametrize("verified", [None, False, "false"])
+def test_an_allowed_address_the_provider_has_not_confirmed_is_refused(
+    data_dir: Path, verified: object
+) -> None:
+    """Anyone can put priya.nair@nextnest.sg on an account at some providers; the allow-list
+    admits only addresses the provider says it confirmed."""
+    app = fresh()
+    app.secrets = OIDC
+    user = {"is_logged_in": True, "email": "priya.nair@nextnest.sg", "name": "Priya"}
+    app.user = user if verified is None else {**user, "email_verified": verified}
+    app.run()
+    assert "has not confirmed priya.nair@nextnest.sg" in app.error[0].value
+    assert auth.SESSION_KEY not in app.session_state
     assert "Overview" not in titles(app)
 
 
 def test_oidc_viewer_sees_pages_but_cannot_act(data_dir: Path) -> None:
     app = fresh()
     app.secrets = OIDC
-    app.user = {"is_logged_in": True, "email": "auditor@nextnest.sg", "name": "Auditor"}
+    app.user = {
+        "is_logged_in": True,
+        "email": "auditor@nextnest.sg",
+        "email_verified": True,
+        "name": "Auditor",
+    }
     app.run()
     app.switch_page("views/rollout.py").run()
     no_failures(app)
     assert app.slider(key="rollout_pct").disabled
     assert app.button(key="rollback").disabled
+
+
+def test_failed_logins_lock_out_only_the_client_that_failed() -> None:
+    now = [1000.0]
+    throttle = auth._LoginThrottle(clock=lambda: now[0])
+    for _ in range(auth.MAX_FAILURES_PER_MINUTE):
+        assert not throttle.locked("203.0.113.9")
+        throttle.failed("203.0.113.9")
+    assert throttle.locked("203.0.113.9")
+    assert not throttle.locked("198.51.100.4")  # every other operator still gets in
+    now[0] += 61
+    assert not throttle.locked("203.0.113.9")
 
 
 def test_password_comparison() -> None:
@@ -186,6 +229,9 @@ def test_run_console_execs_streamlit_with_safe_flags(
         "--server.address=0.0.0.0",
         "--server.headless=true",
         "--client.showErrorDetails=none",
+        "--server.enableStaticServing=false",
+        "--server.enableAgentApi=false",
+        "--server.enableXsrfProtection=true",
     ):
         assert flag in argv
     assert env == {"A": "1"}

@@ -220,7 +220,7 @@ def _refused(email: str | None) -> None:
 def _unverified(email: str | None) -> None:
     _login_page_header()
     st.error(
-        f"Your identity provider has not confirmed {email or 'this account’s email address'}. "
+        f"Your identity provider has not confirmed {email or 'the email address of this account'}. "
         "Confirm the address with the provider, then log in again."
     )
     st.button("Log out", on_click=st.logout)

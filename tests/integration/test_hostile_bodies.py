@@ -154,19 +154,6 @@ def client(services: Services) -> Iterator[FlaskClient]:
         yield test_client
 
 
-@pytest.fixture
-def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
-
-    def write(line: str) -> None:
-        if reporter is not None and capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line(line)
-
-    return write
-
-
 class StoreFingerprint:
     """What a request could have changed in the ledger: row counts and the latest update of
     every table but the buffered counters and heartbeats, and the whole of the small ones."""

@@ -1,5 +1,5 @@
-"""The `ai-broker` command. Heavy imports happen inside each command: `worker` must apply
-gevent's monkey-patching before anything opens a socket or starts a thread."""
+"""The `ai-broker` command. Heavy imports happen inside each command: `worker` and `web` must
+apply gevent's monkey-patching before anything opens a socket or starts a thread."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "worker":
-        prepare_worker_process()
+    if args.command in ("worker", "web"):
+        prepare_gevent_process()
 
     from app.config import ConfigError, Settings
     from app.logs import configure_logging
@@ -35,8 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def prepare_worker_process() -> None:
-    """gevent for the worker's greenlets, before anything opens a socket or starts a thread."""
+def prepare_gevent_process() -> None:
+    """gevent for the worker's greenlets and the receiver's connections, before anything opens
+    a socket or starts a thread."""
     from gevent import monkey
 
     # select stays the real one: our libraries only poll it with a zero timeout (httpcore

@@ -8,13 +8,24 @@ from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.ggevent import GeventWorker
 
 from app.bootstrap import build_services, prepare_store
 from app.config import Settings
 
 log = logging.getLogger(__name__)
 
-THREADS_PER_PROCESS = 8
+# Connections each process holds at once. An idle or slow connection costs a greenlet, not a
+# thread, so a client that opens sockets and sends nothing cannot starve the others.
+CONNECTIONS_PER_PROCESS = 1000
+
+
+class ReceiverWorker(GeventWorker):
+    """gunicorn's gevent worker with the worker process's patching (`ai-broker web` applied it
+    before anything was imported; gunicorn's own patch_all would also patch select)."""
+
+    def patch(self) -> None:
+        pass
 
 
 class ReceiverServer(BaseApplication):
@@ -27,9 +38,11 @@ class ReceiverServer(BaseApplication):
         options: dict[str, Any] = {
             "bind": f"{settings.host}:{settings.port}",
             "workers": settings.web_concurrency,
-            # Threads let a slow lead form (it calls Chatwoot) not hold up webhooks.
-            "worker_class": "gthread",
-            "threads": THREADS_PER_PROCESS,
+            # Evented: every connection is a greenlet, so idle sockets, slow headers and slow
+            # bodies wait without holding anything (with 8 threads per process, 40 idle
+            # connections held /healthz for 8 s); a slow lead form or n8n forward likewise.
+            "worker_class": ReceiverWorker,
+            "worker_connections": CONNECTIONS_PER_PROCESS,
             "timeout": 30,
             "graceful_timeout": 10,
             "keepalive": 5,

@@ -8,9 +8,12 @@ a small JSON object; `GET /healthz` answers 200. Nothing else: no signature chec
 parsing, no classification, no store, no counters, no logging per request.
 
 It is served by the receiver's own gunicorn set-up: `MinimalServer` is `app.server.ReceiverServer`
-with only `load()` changed, so the worker class (gthread), threads per process
-(`THREADS_PER_PROCESS`, 8), process count (`WEB_CONCURRENCY`), keep-alive (5 s), timeouts, log
+with only `load()` changed, so the worker class (our gevent worker, `CONNECTIONS_PER_PROCESS`
+connections per process), process count (`WEB_CONCURRENCY`), keep-alive (5 s), timeouts, log
 level and the absent access log are exactly ours. Each forked worker opens its own Redis pool.
+
+`BENCH_WORKER_MODEL=gthread` serves it the way the receiver was served before its evented
+worker (gunicorn gthread, 8 threads per process), so one run can compare both models.
 """
 
 # ruff: noqa: E402 - the repository root goes on sys.path before the project imports.
@@ -25,6 +28,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import os
+
+GTHREAD = os.environ.get("BENCH_WORKER_MODEL") == "gthread"
+GTHREAD_THREADS = 8
+if not GTHREAD:
+    from app.cli import prepare_gevent_process
+
+    prepare_gevent_process()  # as `ai-broker web` does, before anything opens a socket
 
 import redis
 from flask import Flask, request
@@ -58,6 +68,12 @@ class MinimalServer(ReceiverServer):
     def __init__(self, settings: Settings, redis_url: str) -> None:
         self._redis_url = redis_url
         super().__init__(settings)
+
+    def load_config(self) -> None:
+        super().load_config()
+        if GTHREAD:
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", GTHREAD_THREADS)
 
     def load(self) -> Flask:
         return create_minimal_app(self._redis_url)

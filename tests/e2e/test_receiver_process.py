@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -14,7 +16,15 @@ import pytest
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.llm import LLMSandbox
 from app.web import MAX_BODY_BYTES
-from tests.support.system import RunningSystem, free_port, system_env, wait_until
+from app.webhook_auth import sign
+from tests.support.fixtures import chatwoot_fixture
+from tests.support.system import (
+    WEBHOOK_SECRET,
+    RunningSystem,
+    free_port,
+    system_env,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -75,3 +85,57 @@ def test_a_chunked_body_over_the_limit_answers_413(receiver: RunningSystem) -> N
         connection.close()
     assert response.status == 413, body
     assert body["error"] == "request_entity_too_large"
+
+
+def _timed(call: Callable[[], int]) -> tuple[int, float]:
+    started = time.perf_counter()
+    status = call()
+    return status, (time.perf_counter() - started) * 1000
+
+
+def test_idle_and_slow_clients_do_not_hold_up_anyone_else(
+    receiver: RunningSystem, report: Callable[[str], None]
+) -> None:
+    """Chatwoot gives a webhook 5 s. With 8 threads per process, 40 idle sockets held /healthz
+    for 8 s and 300 made it time out: every conversation would have gone to a human."""
+    port = receiver.port
+    webhook = json.dumps(chatwoot_fixture("message_created.incoming_contact.json")).encode()
+
+    def healthz() -> int:
+        return httpx.get(f"{receiver.url}/healthz", timeout=10).status_code
+
+    def signed_webhook() -> int:
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Chatwoot-Timestamp": timestamp,
+            "X-Chatwoot-Signature": "sha256=" + sign(WEBHOOK_SECRET, timestamp, webhook),
+        }
+        return httpx.post(
+            f"{receiver.url}/webhooks/chatwoot", content=webhook, headers=headers, timeout=10
+        ).status_code
+
+    with ExitStack() as held:
+        for _ in range(300):  # connected, and never a byte
+            held.enter_context(socket.create_connection(("127.0.0.1", port)))
+        for _ in range(20):  # a body that will take forever
+            slow = held.enter_context(socket.create_connection(("127.0.0.1", port)))
+            slow.sendall(
+                b"POST /webhooks/chatwoot HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+            )
+        for _ in range(20):  # headers that never end
+            slow = held.enter_context(socket.create_connection(("127.0.0.1", port)))
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        time.sleep(0.5)  # every one of them accepted and waiting
+        health = [_timed(healthz) for _ in range(20)]
+        acks = [_timed(signed_webhook) for _ in range(20)]
+    assert [status for status, _ in health] == [200] * 20
+    assert [status for status, _ in acks] == [200] * 20
+    worst_health, worst_ack = max(ms for _, ms in health), max(ms for _, ms in acks)
+    report(
+        f"with 300 idle, 20 slow-body and 20 slow-header connections held: /healthz worst "
+        f"{worst_health:.0f} ms, signed webhook worst {worst_ack:.0f} ms (20 each)"
+    )
+    # Bounds far above what it takes (a few ms) and far below what starving took (seconds).
+    assert worst_health < 1000 and worst_ack < 2000

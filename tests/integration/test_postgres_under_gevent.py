@@ -22,8 +22,8 @@ QUERY_S = 0.2
 _SCRIPT = textwrap.dedent(
     """
     import json, sys, time
-    from app.cli import prepare_worker_process
-    prepare_worker_process()
+    from app.cli import prepare_gevent_process
+    prepare_gevent_process()
     import gevent
     from app.store.psycopg_rpc import create_postgres_rpc
 

@@ -10,8 +10,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app.bootstrap import Services, build_services
 from app.config import Settings
 from app.web import admin, errors, health, leads, webhooks
+from app.web.json_body import MAX_BODY_BYTES
 
-MAX_BODY_BYTES = 1024 * 1024
 EXTENSION_KEY = "ai_broker"
 
 

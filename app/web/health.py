@@ -1,4 +1,4 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness, Prometheus metrics and the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from flask.typing import ResponseReturnValue
 from app.guard import HEARTBEAT_STALE_S
 from app.metrics import render_metrics
 from app.web.context import services
+from app.web.openapi import DOCUMENT
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,11 @@ blueprint = Blueprint("health", __name__)
 @blueprint.get("/healthz")
 def healthz() -> ResponseReturnValue:
     return jsonify(status="ok")
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> ResponseReturnValue:
+    return jsonify(DOCUMENT)
 
 
 @blueprint.get("/readyz")

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+MAX_BODY_BYTES = 1024 * 1024  # Flask's MAX_CONTENT_LENGTH, chunked bodies included
 MAX_DEPTH = 32  # Chatwoot's deepest webhook payload nests 5 levels
 MAX_STRING_CHARS = 200_000  # Chatwoot caps a message at 150,000 characters
 MAX_ARRAY_ITEMS = 10_000

@@ -7,6 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.domain.lead import (
+    EMPLOYMENT_TYPES,
+    LOAN_TYPES,
+    MAX_AGE,
+    MAX_APPLICANTS,
+    MAX_EMAIL_CHARS,
+    MAX_MONTHLY_INCOME,
+    MAX_NAME_CHARS,
+    MAX_SESSION_ID_CHARS,
+    MIN_AGE,
+    PROPERTY_CATEGORIES,
+)
 from app.domain.rollout import GUARD_RANGES
 from app.web.json_body import MAX_ARRAY_ITEMS, MAX_BODY_BYTES, MAX_DEPTH, MAX_STRING_CHARS
 
@@ -107,18 +119,24 @@ SCHEMAS: dict[str, Any] = {
             "employmentType",
         ],
         "properties": {
-            "name": {"type": "string", "maxLength": 120},
-            "email": {"type": "string", "maxLength": 254},
+            "name": {"type": "string", "maxLength": MAX_NAME_CHARS},
+            "email": {"type": "string", "maxLength": MAX_EMAIL_CHARS},
             "phone": {"type": "string", "description": "E.164, e.g. +6591234567"},
-            "loanType": {"enum": ["new_purchase", "refinance", "commercial"]},
-            "propertyCategory": {"enum": ["hdb", "ec", "private", "landed", "commercial", None]},
-            "actualIncomes": {"type": "array", "items": {"type": "number", "minimum": 0}},
-            "actualAges": {"type": "array", "items": {"type": "integer"}},
-            "employmentType": {
-                "enum": ["employed", "self_employed", "contract", "unemployed", "retired"]
+            "loanType": {"enum": list(LOAN_TYPES)},
+            "propertyCategory": {"enum": [*PROPERTY_CATEGORIES, None]},
+            "actualIncomes": {
+                "type": "array",
+                "maxItems": MAX_APPLICANTS,
+                "items": {"type": "number", "minimum": 0, "maximum": MAX_MONTHLY_INCOME},
             },
+            "actualAges": {
+                "type": "array",
+                "maxItems": MAX_APPLICANTS,
+                "items": {"type": "integer", "minimum": MIN_AGE, "maximum": MAX_AGE},
+            },
+            "employmentType": {"enum": list(EMPLOYMENT_TYPES)},
             "leadScore": {"type": ["integer", "null"]},
-            "sessionId": {"type": ["string", "null"]},
+            "sessionId": {"type": ["string", "null"], "maxLength": MAX_SESSION_ID_CHARS},
         },
     },
     "LeadResult": {

@@ -27,7 +27,7 @@ from app.config import Settings
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.web import create_app
 from app.webhook_auth import sign
-from tests.support.fixtures import chatwoot_fixture
+from tests.support.fixtures import chatwoot_fixture, lead_form
 
 SECRET = "hostile-webhook-secret"
 FORM_TOKEN = "hostile-form-token"
@@ -255,16 +255,7 @@ def test_the_webhook_route(
 def test_the_lead_form_route(
     client: FlaskClient, fingerprint: StoreFingerprint, report: Callable[[str], None]
 ) -> None:
-    base = {
-        "name": "Tan Wei Ming",
-        "email": "weiming.tan@example.com",
-        "phone": "+6591234567",
-        "loanType": "new_purchase",
-        "propertyCategory": "hdb",
-        "actualIncomes": [6000],
-        "actualAges": [35],
-        "employmentType": "employed",
-    }
+    base = lead_form()
 
     def send(body: bytes) -> Any:
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {FORM_TOKEN}"}

@@ -8,7 +8,7 @@ import pytest
 
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.llm import LLMSandbox
-from tests.support.migration import N8N_TOKEN
+from tests.support.migration import N8N_TOKEN, MigrationSystem, migration_system
 from tests.support.real_n8n import (
     REFERENCE_PATH,
     SILENT_PATH,
@@ -58,3 +58,25 @@ def n8n(
         yield instance
     finally:
         instance.stop()
+
+
+@pytest.fixture(scope="module")
+def system(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    chatwoot: ChatwootSandbox,
+    llm: LLMSandbox,
+    n8n: RealN8n,
+) -> Iterator[MigrationSystem]:
+    """web and worker forwarding n8n's share to the test module's WEBHOOK_PATH, with the
+    module's SYSTEM_ENV over the migration system's settings."""
+    module = request.module
+    with migration_system(
+        tmp_path_factory.mktemp(module.__name__.rsplit(".", 1)[-1]),
+        chatwoot,
+        llm,
+        n8n_webhook_url=n8n.webhook_url(module.WEBHOOK_PATH),
+        system_type=MigrationSystem,
+        **getattr(module, "SYSTEM_ENV", {}),
+    ) as running:
+        yield running

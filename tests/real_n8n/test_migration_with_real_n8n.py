@@ -13,33 +13,18 @@ from typing import Any
 import pytest
 
 from app.domain.rollout import bucket
-from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.llm import LLMSandbox
 from app.webhook_auth import WebhookAuth
-from tests.support.migration import MigrationSystem, migration_system
+from tests.support.migration import MigrationSystem
 from tests.support.real_n8n import N8N_VERSION, REFERENCE_PATH, STARTED, RealN8n
 from tests.support.system import WEBHOOK_SECRET, wait_until
 
 pytestmark = pytest.mark.real_n8n
 
 
-@pytest.fixture(scope="module")
-def system(
-    tmp_path_factory: pytest.TempPathFactory,
-    chatwoot: ChatwootSandbox,
-    llm: LLMSandbox,
-    n8n: RealN8n,
-) -> Iterator[MigrationSystem]:
-    with migration_system(
-        tmp_path_factory.mktemp("migration"),
-        chatwoot,
-        llm,
-        n8n_webhook_url=n8n.webhook_url(REFERENCE_PATH),
-        system_type=MigrationSystem,
-        # Probes every 2 s while n8n restarts, so that some meet its start-up window.
-        N8N_CIRCUIT_COOLDOWN_S="2",
-    ) as running:
-        yield running
+WEBHOOK_PATH = REFERENCE_PATH
+# Probes every 2 s while n8n restarts, so that some meet its start-up window.
+SYSTEM_ENV = {"N8N_CIRCUIT_COOLDOWN_S": "2"}
 
 
 @pytest.fixture(autouse=True)

@@ -3,14 +3,10 @@ disabled): the watchdog answers each silent message once, through the new pipeli
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from app.sandbox.chatwoot import ChatwootSandbox
-from app.sandbox.llm import LLMSandbox
-from tests.support.migration import MigrationSystem, migration_system
+from tests.support.migration import MigrationSystem
 from tests.support.real_n8n import SILENT_PATH, RealN8n
 from tests.support.system import wait_until
 
@@ -19,22 +15,8 @@ pytestmark = pytest.mark.real_n8n
 REPLY_TIMEOUT_S = 5
 
 
-@pytest.fixture(scope="module")
-def system(
-    tmp_path_factory: pytest.TempPathFactory,
-    chatwoot: ChatwootSandbox,
-    llm: LLMSandbox,
-    n8n: RealN8n,
-) -> Iterator[MigrationSystem]:
-    with migration_system(
-        tmp_path_factory.mktemp("watchdog"),
-        chatwoot,
-        llm,
-        n8n_webhook_url=n8n.webhook_url(SILENT_PATH),
-        system_type=MigrationSystem,
-        N8N_REPLY_TIMEOUT_S=str(REPLY_TIMEOUT_S),
-    ) as running:
-        yield running
+WEBHOOK_PATH = SILENT_PATH
+SYSTEM_ENV = {"N8N_REPLY_TIMEOUT_S": str(REPLY_TIMEOUT_S)}
 
 
 def test_the_watchdog_answers_every_message_the_silent_workflow_took(

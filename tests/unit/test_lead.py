@@ -14,21 +14,7 @@ from app.domain.lead import (
     parse_lead_form,
     score_lead,
 )
-
-
-def valid_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": "Tan Wei Ming",
-        "email": "weiming.tan@example.com",
-        "phone": "+6591234567",
-        "loanType": "new_purchase",
-        "propertyCategory": "hdb",
-        "actualIncomes": [6000],
-        "actualAges": [35],
-        "employmentType": "employed",
-    }
-    body.update(overrides)
-    return body
+from tests.support.fixtures import lead_form as valid_body
 
 
 def errors_of(body: object) -> dict[str, str]:

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from app.adapters.chatwoot import ChatwootClient
+from app.adapters.chatwoot import ChatwootClient, ChatwootError
 from app.domain.jobs import JobState
-from app.domain.lead import LeadForm, LeadProfile, score_lead
+from app.domain.lead import LeadForm, LeadProfile, may_replace_profile, score_lead
 from app.domain.matching import choose_persona
 from app.store.base import Store
 from app.store.models import Broker, BrokerConversation, ConversationStatus
@@ -37,6 +37,7 @@ class LeadResult:
     reused: bool
     greeting: str  # queued | skipped
     lead_score: int
+    profile: str  # saved | kept (the submission did not prove it is the same person)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class LeadResult:
             "reused": self.reused,
             "greeting": self.greeting,
             "lead_score": self.lead_score,
+            "profile": self.profile,
         }
 
 
@@ -98,16 +100,21 @@ class LeadIntake:
             conversation = existing
         conversation_id = int(conversation["id"])
         now = self._clock()
+        proven = self._proves_same_person(form, conversation_id, contact)
         profile = LeadProfile.from_form(form, score)
         assignment = self._store.assign_broker(
             conversation_id,
             persona.slug,
             contact_id=contact_id,
             lead_score=score,
-            lead_profile=profile.to_dict(),
+            lead_profile=profile.to_dict() if proven else None,
             now=now,
         )
-        skip_reason = self._greeting_skip_reason(conversation, existing is not None, assignment)
+        if proven:
+            skip_reason = self._greeting_skip_reason(conversation, existing is not None, assignment)
+        else:
+            skip_reason = "details differ from the ones that wrote the profile"
+            self._note_unproven_submission(conversation_id, form)
         if skip_reason is None:
             job = self._store.create_greeting_job(conversation_id, assignment.broker_id, now=now)
             try:
@@ -126,7 +133,38 @@ class LeadIntake:
             reused=existing is not None,
             greeting=greeting,
             lead_score=score,
+            profile="saved" if proven else "kept",
         )
+
+    def _proves_same_person(
+        self, form: LeadForm, conversation_id: int, contact: Mapping[str, Any]
+    ) -> bool:
+        current = self._store.get_conversation(conversation_id)
+        return may_replace_profile(
+            form,
+            current.lead_profile if current is not None else None,
+            email_on_record=_text_or_none(contact.get("email")),
+            phone_on_record=_text_or_none(contact.get("phone_number")),
+        )
+
+    def _note_unproven_submission(self, conversation_id: int, form: LeadForm) -> None:
+        """Tell the team, not the customer: the note is private and the profile stays as it was.
+
+        The submitter may be the customer with a new e-mail or phone, or someone using their
+        details; a person can tell which.
+        """
+        note = (
+            "A website lead form used this contact's e-mail or phone with other details "
+            f"(name {form.name!r}, e-mail {form.email!r}, phone {form.phone!r}, "
+            f"loan type {form.loan_type}). The lead profile was not changed and no greeting "
+            "was sent; check with the customer before acting on it."
+        )
+        try:
+            self._chatwoot.send_message(conversation_id, note, private=True)
+        except ChatwootError as exc:
+            log.warning(
+                "conversation=%s note on an unproven lead form not posted: %s", conversation_id, exc
+            )
 
     def _open_conversation(self, contact_id: int) -> dict[str, Any] | None:
         candidates = [
@@ -157,3 +195,7 @@ class LeadIntake:
             if isinstance(created, int | float) and self._clock() - created < RECENT_ACTIVITY_S:
                 return "customer recently active"
         return None
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None

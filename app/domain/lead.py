@@ -28,6 +28,8 @@ Lead score, when the website did not send one (`score_lead`), is the sum of five
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -323,6 +325,9 @@ class LeadProfile:
     property_category: str | None
     monthly_income: float | None
     employment_type: str | None
+    # Which e-mail and phone wrote this profile, as a digest: a resubmission must repeat both to
+    # replace it (`may_replace_profile`).
+    contact_digest: str | None = None
 
     @classmethod
     def from_form(cls, form: LeadForm, score: int) -> LeadProfile:
@@ -333,6 +338,7 @@ class LeadProfile:
             property_category=form.property_category,
             monthly_income=sum(form.actual_incomes) if form.actual_incomes else None,
             employment_type=form.employment_type,
+            contact_digest=contact_digest(form.email, form.phone),
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -343,6 +349,7 @@ class LeadProfile:
             "property_category": self.property_category,
             "monthly_income": self.monthly_income,
             "employment_type": self.employment_type,
+            "contact_digest": self.contact_digest,
         }
 
     @classmethod
@@ -356,7 +363,42 @@ class LeadProfile:
             property_category=_str_or_none(data.get("property_category")),
             monthly_income=_finite_number(data.get("monthly_income")),
             employment_type=_str_or_none(data.get("employment_type")),
+            contact_digest=_str_or_none(data.get("contact_digest")),
         )
+
+
+def contact_digest(email: str, phone: str) -> str:
+    """A digest of the pair, not of either alone: knowing one detail does not reproduce it."""
+    pair = f"{email.strip().casefold()}\n{phone.strip()}"
+    return hashlib.sha256(b"ai-broker lead contact\n" + pair.encode()).hexdigest()
+
+
+def may_replace_profile(
+    form: LeadForm,
+    stored: Mapping[str, object] | None,
+    *,
+    email_on_record: str | None,
+    phone_on_record: str | None,
+) -> bool:
+    """Whether this submission may replace the conversation's stored profile.
+
+    Anyone can type a stranger's phone number or e-mail into the website's form, and the contact
+    is found by either one. So a profile is replaced only with proof that the same person is
+    back: the form repeats both the e-mail and the phone that wrote the profile. A profile from
+    before digests were kept is compared with the contact's details in Chatwoot instead, both of
+    which must be on record and equal. With no profile yet there is nothing to protect.
+    """
+    if not stored:
+        return True
+    digest = stored.get("contact_digest")
+    if isinstance(digest, str):
+        return hmac.compare_digest(digest, contact_digest(form.email, form.phone))
+    return (
+        email_on_record is not None
+        and phone_on_record is not None
+        and email_on_record.strip().casefold() == form.email.strip().casefold()
+        and phone_on_record.strip() == form.phone.strip()
+    )
 
 
 def _str_or_none(value: object) -> str | None:

@@ -141,13 +141,27 @@ SCHEMAS: dict[str, Any] = {
     },
     "LeadResult": {
         "type": "object",
-        "required": ["conversation_id", "contact_id", "broker", "reused", "greeting"],
+        "required": [
+            "conversation_id",
+            "contact_id",
+            "broker",
+            "reused",
+            "greeting",
+            "lead_score",
+            "profile",
+        ],
         "properties": {
             "conversation_id": {"type": "integer"},
             "contact_id": {"type": "integer"},
             "broker": {"type": "object"},
             "reused": {"type": "boolean"},
             "greeting": {"enum": ["queued", "skipped"]},
+            "lead_score": {"type": "integer", "minimum": 0, "maximum": 100},
+            "profile": {
+                "enum": ["saved", "kept"],
+                "description": "kept: the submission did not repeat the e-mail and phone that "
+                "wrote the conversation's profile, so the profile was not changed",
+            },
         },
     },
     "Guard": {"type": "object", "properties": _GUARD_PROPERTIES, "additionalProperties": False},

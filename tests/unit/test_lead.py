@@ -11,6 +11,8 @@ from app.domain.lead import (
     LeadForm,
     LeadFormError,
     LeadProfile,
+    contact_digest,
+    may_replace_profile,
     parse_lead_form,
     score_lead,
 )
@@ -286,6 +288,7 @@ def test_profile_from_form_totals_household_income() -> None:
         property_category="hdb",
         monthly_income=10_000.0,
         employment_type="employed",
+        contact_digest=contact_digest("weiming.tan@example.com", "+6591234567"),
     )
 
 
@@ -305,3 +308,55 @@ def test_profile_from_an_empty_or_odd_dict_falls_back_to_unknown() -> None:
 def test_profile_keeps_no_contact_details() -> None:
     stored = LeadProfile.from_form(form(), 71).to_dict()
     assert "email" not in stored and "phone" not in stored
+    assert "weiming" not in json.dumps(stored) and "91234567" not in json.dumps(stored)
+
+
+def test_contact_digest_is_of_the_pair_not_of_either_detail() -> None:
+    pair = contact_digest("weiming.tan@example.com", "+6591234567")
+    assert contact_digest(" WeiMing.Tan@Example.COM ", "+6591234567") == pair
+    assert contact_digest("weiming.tan@example.com", "+6591234568") != pair
+    assert contact_digest("other@example.com", "+6591234567") != pair
+
+
+@pytest.mark.parametrize(
+    ("submitted", "on_record", "allowed"),
+    [
+        pytest.param({}, (None, None), True, id="same e-mail and phone"),
+        pytest.param({"email": "x@example.com"}, (None, None), False, id="other e-mail"),
+        pytest.param({"phone": "+6588887777"}, (None, None), False, id="other phone"),
+        pytest.param({"name": "Someone Else"}, (None, None), True, id="a corrected name"),
+    ],
+)
+def test_a_profile_is_replaced_only_by_the_pair_that_wrote_it(
+    submitted: dict[str, str], on_record: tuple[None, None], allowed: bool
+) -> None:
+    stored = LeadProfile.from_form(form(), 71).to_dict()
+    email, phone = on_record
+    assert (
+        may_replace_profile(form(**submitted), stored, email_on_record=email, phone_on_record=phone)
+        is allowed
+    )
+
+
+@pytest.mark.parametrize(
+    ("email", "phone", "allowed"),
+    [
+        ("weiming.tan@example.com", "+6591234567", True),
+        ("WEIMING.TAN@example.com", "+6591234567", True),
+        (None, "+6591234567", False),
+        ("weiming.tan@example.com", None, False),
+        ("other@example.com", "+6591234567", False),
+    ],
+)
+def test_a_profile_without_a_digest_needs_both_details_on_record(
+    email: str | None, phone: str | None, allowed: bool
+) -> None:
+    legacy = {"name": "Tan Wei Ming", "lead_score": 70}
+    assert (
+        may_replace_profile(form(), legacy, email_on_record=email, phone_on_record=phone) is allowed
+    )
+
+
+def test_with_no_profile_yet_there_is_nothing_to_protect() -> None:
+    assert may_replace_profile(form(), None, email_on_record=None, phone_on_record=None)
+    assert may_replace_profile(form(), {}, email_on_record=None, phone_on_record=None)

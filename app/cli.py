@@ -72,6 +72,30 @@ def _console(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _console_hash_password(_: Settings, args: argparse.Namespace) -> int:
+    import getpass
+    import json
+
+    from console.accounts import MIN_PASSWORD_CHARS, hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("Operator password: ")
+        if getpass.getpass("Again: ") != password:
+            sys.stderr.write("ai-broker console hash-password: the two passwords differ\n")
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD_CHARS:
+        sys.stderr.write(
+            f"ai-broker console hash-password: use at least {MIN_PASSWORD_CHARS} characters\n"
+        )
+        return 2
+    encoded = hash_password(password)
+    # A ready line for [console.operators]; json's quoting is valid TOML for these strings.
+    sys.stdout.write(f"{json.dumps(args.name)} = {json.dumps(encoded)}\n")
+    return 0
+
+
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
@@ -153,9 +177,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("web", help="the webhook and lead-form receiver").set_defaults(run=_web)
     commands.add_parser("worker", help="the reply pipeline worker").set_defaults(run=_worker)
-    commands.add_parser("console", help="the Streamlit operations console").set_defaults(
-        run=_console
+    console = commands.add_parser("console", help="the Streamlit operations console")
+    console.set_defaults(run=_console)
+    console_commands = console.add_subparsers(dest="console_command", metavar="SUBCOMMAND")
+    hash_password = console_commands.add_parser(
+        "hash-password",
+        help="an operator account's line for [console.operators] (password from stdin)",
     )
+    hash_password.add_argument("name", help="the operator's name, as the audit log shows it")
+    hash_password.set_defaults(run=_console_hash_password)
     demo = commands.add_parser("demo", help="everything, with local sandboxes and traffic")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     demo.add_argument("--conversations", type=int, default=6, help="conversations at a time")

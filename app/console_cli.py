@@ -17,6 +17,7 @@ from pathlib import Path
 
 import console
 from app.config import ConfigError, Settings
+from console.accounts import AccountsError
 from console.auth import access_config, authlib_available, read_secrets, secrets_files
 
 log = logging.getLogger(__name__)
@@ -51,17 +52,26 @@ def streamlit_command(settings: Settings) -> list[str]:
 
 def check_access(settings: Settings, secrets: Mapping[str, object]) -> None:
     """ConfigError unless the console would ask everyone to log in."""
-    config = access_config(settings, secrets)
+    try:
+        config = access_config(settings, secrets)
+    except AccountsError as exc:
+        raise ConfigError(f"{exc} (in .streamlit/secrets.toml)") from None
     if not config.configured:
         raise ConfigError(
-            "CONSOLE_PASSWORD is not set and no OIDC provider is configured in Streamlit "
-            "secrets ([auth] in .streamlit/secrets.toml): the console would be open to anyone "
-            "who can reach it; set one of them (see docs/console.md)"
+            "CONSOLE_PASSWORD is not set and no OIDC provider or operator account is configured "
+            "in Streamlit secrets ([auth] or [console.operators] in .streamlit/secrets.toml): "
+            "the console would be open to anyone who can reach it; set one of them "
+            "(see docs/console.md)"
         )
     if config.oidc and not authlib_available():
         raise ConfigError(
             "an OIDC provider is configured ([auth] in secrets.toml) but Authlib is not "
             "installed: pip install 'streamlit[auth]' (or remove [auth] to use CONSOLE_PASSWORD)"
+        )
+    if not config.oidc and not config.accounts:
+        log.warning(
+            "console: operators share CONSOLE_PASSWORD, so the audit log records the names they "
+            "type; give each operator an account in [console.operators] (docs/console.md)"
         )
     if config.oidc and not (config.allowed_emails or config.allowed_domains):
         log.warning(

@@ -6,8 +6,10 @@ Two ways in, chosen by configuration:
   `[console]` section limits who gets in (`allowed_emails`, `allowed_domains`) and who may only
   look (`viewer_emails`): an identity provider such as Google authenticates anyone with an
   account, so a public provider needs an allow-list.
-- Otherwise a shared `CONSOLE_PASSWORD`, compared in constant time; operators give their name,
-  which goes into the audit log.
+- Otherwise a password login: each operator's own account (`[console.operators]`, name and
+  scrypt hash, see console/accounts.py), so the audit's name is one that logged in; or, without
+  accounts, the shared `CONSOLE_PASSWORD`, where the name operators give is only what they typed,
+  and the audit log says so.
 
 With neither, the console does not open (and `ai-broker console` refuses to start).
 """
@@ -28,6 +30,7 @@ from typing import Any, NoReturn
 import streamlit as st
 
 from app.config import Settings
+from console.accounts import AccountsError, OperatorAccounts
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,8 @@ FAILURE_DELAY_S = 1.0
 
 class AccessMethod(StrEnum):
     OIDC = "oidc"
-    PASSWORD = "password"  # noqa: S105 - the login method's name, not a secret
+    ACCOUNT = "account"  # an operator's own password
+    PASSWORD = "password"  # noqa: S105 - the shared password: the method's name, not a secret
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,16 @@ class Operator:
     email: str | None
     method: AccessMethod
     can_act: bool = True  # False: a viewer, who sees everything and changes nothing
+    subject: str | None = None  # the OIDC provider's `sub`: stable, unlike the display name
 
     @property
     def actor(self) -> str:
-        """How the audit log names this operator."""
-        return f"console:{self.email or self.name}"
+        """How the audit log names this operator: by what authenticated them."""
+        if self.method is AccessMethod.OIDC:
+            return f"console:{self.email or f'oidc:{self.subject}'}"
+        if self.method is AccessMethod.PASSWORD:
+            return f"console:{self.name} (shared password)"
+        return f"console:{self.name}"
 
 
 @dataclass(frozen=True)
@@ -59,13 +68,14 @@ class AccessConfig:
     oidc: bool
     oidc_provider: str | None  # None: the single provider configured directly under [auth]
     password: str | None = field(repr=False)
+    accounts: OperatorAccounts = field(default_factory=OperatorAccounts)
     allowed_emails: frozenset[str] = frozenset()
     allowed_domains: frozenset[str] = frozenset()
     viewer_emails: frozenset[str] = frozenset()
 
     @property
     def configured(self) -> bool:
-        return self.oidc or bool(self.password)
+        return self.oidc or bool(self.accounts) or bool(self.password)
 
     @property
     def restricts(self) -> bool:
@@ -94,6 +104,7 @@ def access_config(settings: Settings, secrets: Mapping[str, Any]) -> AccessConfi
         oidc=oidc,
         oidc_provider=provider,
         password=settings.console_password,
+        accounts=OperatorAccounts.from_secrets(console.get("operators")),
         allowed_emails=_lowered(console.get("allowed_emails")),
         allowed_domains=_lowered(console.get("allowed_domains")),
         viewer_emails=_lowered(console.get("viewer_emails")),
@@ -146,7 +157,11 @@ def authlib_available() -> bool:
 # -- the gate (Streamlit) ----------------------------------------------------------------------
 def require_operator(settings: Settings) -> Operator:
     """The logged-in operator; otherwise render the login and stop the script run."""
-    config = access_config(settings, _secrets())
+    try:
+        config = access_config(settings, _secrets())
+    except AccountsError as exc:
+        problem = str(exc)
+        _gate(lambda: _misconfigured(problem))
     if not config.configured:
         _gate(_not_configured)
     if config.oidc:
@@ -189,9 +204,15 @@ def _gate(render: Callable[[], None]) -> NoReturn:
 def _not_configured() -> None:
     _login_page_header()
     st.error(
-        "Console access is not configured: set CONSOLE_PASSWORD, or configure an OIDC "
-        "provider in .streamlit/secrets.toml ([auth]). See docs/console.md."
+        "Console access is not configured: give operators accounts ([console.operators] in "
+        ".streamlit/secrets.toml), configure an OIDC provider there ([auth]), or set "
+        "CONSOLE_PASSWORD. See docs/console.md."
     )
+
+
+def _misconfigured(problem: str) -> None:
+    _login_page_header()
+    st.error(f"Console access is misconfigured: {problem} (in .streamlit/secrets.toml).")
 
 
 def _oidc_login(config: AccessConfig) -> None:
@@ -235,6 +256,11 @@ def _oidc_operator(config: AccessConfig) -> Operator:
     if not st.user.get("is_logged_in"):
         _gate(lambda: _oidc_login(config))
     email = _claim("email")
+    subject = _claim("sub")
+    if not email and not subject:
+        # Without either the audit could not say who acted; the provider is misconfigured.
+        log.warning("refused a login with neither an email nor a subject claim")
+        _gate(lambda: _refused(None))
     if config.restricts and not _email_verified():
         # Many providers let anyone put any address on an account; an allow-list by email
         # means something only for addresses the provider has confirmed.
@@ -248,6 +274,7 @@ def _oidc_operator(config: AccessConfig) -> Operator:
         email=email,
         method=AccessMethod.OIDC,
         can_act=(email or "").lower() not in config.viewer_emails,
+        subject=subject,
     )
     if st.session_state.get(SESSION_KEY) != operator:
         st.session_state[SESSION_KEY] = operator
@@ -257,32 +284,57 @@ def _oidc_operator(config: AccessConfig) -> Operator:
 
 def _password_form(config: AccessConfig) -> None:
     _login_page_header()
+    accounts = bool(config.accounts)
     with st.form("login", border=True, width=420):
         name = st.text_input(
-            "Your name", key="login_name", help="Recorded in the audit log with every action."
+            "Your name",
+            key="login_name",
+            help="Your operator account." if accounts else "Recorded in the audit log.",
         )
-        password = st.text_input("Console password", type="password", key="login_password")
+        password = st.text_input(
+            "Your password" if accounts else "Console password",
+            type="password",
+            key="login_password",
+        )
         submitted = st.form_submit_button("Log in", type="primary", icon=":material/login:")
+    if not accounts:
+        st.caption(
+            "Everyone shares this password, so the audit log records the name you type as "
+            "given. Operator accounts record who logged in (docs/console.md)."
+        )
     if not submitted:
         return
     throttle, client = _throttle(), _client()
     if throttle.locked(client):
         st.error("Too many failed logins from here. Wait a minute and try again.")
         return
-    assert config.password is not None
     if not name.strip():
         st.error("Enter your name: it goes into the audit log with every action.")
         return
-    if not password_matches(password, config.password):
+    operator = _password_operator(config, name, password)
+    if operator is None:
         throttle.failed(client)
         log.warning("failed login as %r", name.strip()[:80])
         time.sleep(FAILURE_DELAY_S)
-        st.error("Wrong password.")
+        st.error("Wrong name or password." if accounts else "Wrong password.")
         return
-    operator = Operator(name=name.strip()[:80], email=None, method=AccessMethod.PASSWORD)
     st.session_state[SESSION_KEY] = operator
-    log.info("%s logged in (password)", operator.actor)
+    log.info("%s logged in (%s)", operator.actor, operator.method)
     st.rerun()
+
+
+def _password_operator(config: AccessConfig, name: str, password: str) -> Operator | None:
+    """The operator these credentials prove, if any. With accounts configured the shared
+    password is not accepted: it would let anyone act under any name again."""
+    if config.accounts:
+        account = config.accounts.authenticate(name, password)
+        if account is None:
+            return None
+        return Operator(name=account, email=None, method=AccessMethod.ACCOUNT)
+    assert config.password is not None
+    if not password_matches(password, config.password):
+        return None
+    return Operator(name=name.strip()[:80], email=None, method=AccessMethod.PASSWORD)
 
 
 def _login_page_header() -> None:

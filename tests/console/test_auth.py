@@ -13,6 +13,7 @@ from app import console_cli
 from app.config import ConfigError, Settings
 from app.console_cli import check_access, run_console, streamlit_command
 from console import auth
+from console.accounts import hash_password
 from tests.console.conftest import MAIN, PASSWORD, TIMEOUT_S, no_failures
 
 OIDC = {
@@ -68,8 +69,53 @@ def test_right_password_opens_the_console_as_that_operator(data_dir: Path) -> No
     no_failures(app)
     assert "Overview" in titles(app)
     operator = app.session_state[auth.SESSION_KEY]
-    assert operator.actor == "console:Wei Ling"
+    # A shared password proves nothing about the name, and the audit log says so.
+    assert operator.actor == "console:Wei Ling (shared password)"
     assert operator.method is auth.AccessMethod.PASSWORD
+    assert "Everyone shares this password" in " ".join(c.value for c in fresh().run().caption)
+
+
+ACCOUNTS = {"console": {"operators": {"Wei Ling": hash_password("wei-ling-own-password")}}}
+
+
+def with_accounts() -> AppTest:
+    app = fresh()
+    app.secrets = ACCOUNTS
+    return app.run()
+
+
+def test_an_operator_account_logs_in_under_its_configured_name(data_dir: Path) -> None:
+    app = log_in(with_accounts(), "  wei   LING ", "wei-ling-own-password")
+    no_failures(app)
+    assert "Overview" in titles(app)
+    operator = app.session_state[auth.SESSION_KEY]
+    assert (operator.actor, operator.method) == ("console:Wei Ling", auth.AccessMethod.ACCOUNT)
+
+
+@pytest.mark.parametrize(
+    ("name", "password"),
+    [
+        pytest.param("Wei Ling", "wrong-password-here", id="wrong password"),
+        pytest.param("Mallory", "wei-ling-own-password", id="unknown name"),
+        pytest.param("Wei Ling", PASSWORD, id="the shared password"),
+    ],
+)
+def test_with_accounts_only_an_accounts_own_password_gets_in(
+    data_dir: Path, name: str, password: str
+) -> None:
+    app = log_in(with_accounts(), name, password)
+    assert [e.value for e in app.error] == ["Wrong name or password."]
+    assert auth.SESSION_KEY not in app.session_state
+
+
+def test_a_malformed_account_says_what_to_fix(data_dir: Path) -> None:
+    app = fresh()
+    app.secrets = {"console": {"operators": {"Wei Ling": "plain-text-password"}}}
+    app.run()
+    assert "hash-password" in app.error[0].value and "Traceback" not in app.error[0].value
+    assert not app.text_input
+    with pytest.raises(ConfigError, match="not a password hash"):
+        check_access(Settings(), {"console": {"operators": {"Wei Ling": "plain-text-password"}}})
 
 
 def test_console_does_not_open_without_any_login_configured(
@@ -119,6 +165,24 @@ def test_oidc_user_in_the_allowed_domain_is_the_operator(data_dir: Path) -> None
     operator = app.session_state[auth.SESSION_KEY]
     assert operator.actor == "console:Priya.Nair@nextnest.sg"
     assert operator.method is auth.AccessMethod.OIDC and operator.can_act
+
+
+def test_oidc_without_an_email_is_audited_by_its_subject(data_dir: Path) -> None:
+    app = fresh()
+    app.secrets = {"auth": OIDC["auth"]}  # no allow-list, so no email is needed to get in
+    app.user = {"is_logged_in": True, "sub": "108234567", "name": "Anyone At All"}
+    app.run()
+    no_failures(app)
+    assert app.session_state[auth.SESSION_KEY].actor == "console:oidc:108234567"
+
+
+def test_oidc_with_neither_email_nor_subject_is_refused(data_dir: Path) -> None:
+    app = fresh()
+    app.secrets = {"auth": OIDC["auth"]}
+    app.user = {"is_logged_in": True, "name": "Nobody In Particular"}
+    app.run()
+    assert "not allowed" in app.error[0].value
+    assert auth.SESSION_KEY not in app.session_state
 
 
 def test_oidc_user_outside_the_allow_list_is_refused(data_dir: Path) -> None:

@@ -6,12 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.llm import LLMSandbox
+from console.accounts import OperatorAccounts
 from tests.support.system import free_port, system_env
 
 pytestmark = pytest.mark.e2e
@@ -96,6 +98,38 @@ def test_doctor_reports_each_dependency_and_fails_on_a_bad_token(tmp_path: Path)
         assert broken.returncode == 1
         assert re.search(r"^\[FAIL\] chatwoot\b.*401", broken.stdout, re.MULTILINE), broken.stdout
         assert "wrong-token" not in broken.stdout
+
+
+def test_console_hash_password_prints_an_account_line_the_console_accepts(tmp_path: Path) -> None:
+    env = _bare_env(tmp_path)
+    made = subprocess.run(
+        [sys.executable, "-m", "app.cli", "console", "hash-password", 'Priya "P" Raman'],
+        env=env,
+        input="a long operator password\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    operators = tomllib.loads(f"[console.operators]\n{made.stdout}")["console"]["operators"]
+    accounts = OperatorAccounts.from_secrets(operators)
+    assert accounts.authenticate('priya "p" raman', "a long operator password") == (
+        'Priya "P" Raman'
+    )
+    assert "a long operator password" not in made.stdout
+
+    short = subprocess.run(
+        [sys.executable, "-m", "app.cli", "console", "hash-password", "Priya"],
+        env=env,
+        input="short\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert short.returncode == 2 and "at least 12 characters" in short.stderr
+    assert short.stdout == ""
 
 
 def test_brokers_seed_is_idempotent(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from app.sandbox.n8n import SENDER as N8N_SENDER
 from app.sandbox.n8n import WEBHOOK_PATH, N8nSandbox
 from app.store.base import Store
 from app.store.models import WorkerHeartbeat
+from console.accounts import hash_password
 from console.seed import SeedPlan, seed_store
 from tests.support.postgres import require_postgres, supabase_bed, temporary_database
 from tests.support.store_copy import copy_sqlite_store
@@ -152,11 +153,15 @@ def _run_console(data_dir: Path, database: dict[str, str], screenshots: Path) ->
     heart.start()
     port = free_port()
     log_path = data_dir / "console.log"
+    # The operator's own account (no shared password), from the secrets in the working directory.
+    secrets = data_dir / ".streamlit" / "secrets.toml"
+    secrets.parent.mkdir(exist_ok=True)
+    secrets.write_text(f'[console.operators]\n"{OPERATOR}" = "{hash_password(PASSWORD)}"\n')
+    env.pop("CONSOLE_PASSWORD", None)
     with N8nSandbox() as n8n:
         env.update(
             HOST="127.0.0.1",
             CONSOLE_PORT=str(port),
-            CONSOLE_PASSWORD=PASSWORD,
             N8N_AI_BROKER_WEBHOOK_URL=f"{n8n.url}{WEBHOOK_PATH}",
             N8N_SENDER=N8N_SENDER,
         )
@@ -164,6 +169,7 @@ def _run_console(data_dir: Path, database: dict[str, str], screenshots: Path) ->
             process = subprocess.Popen(
                 [sys.executable, "-m", "app.cli", "console"],
                 env=env,
+                cwd=data_dir,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
             )
@@ -256,7 +262,7 @@ def test_every_page_renders_without_errors_and_is_screenshotted(console: Console
             page = context.new_page()
             page.goto(console.url, wait_until="domcontentloaded")
             page.get_by_role("textbox", name="Your name").fill(OPERATOR)
-            page.get_by_role("textbox", name="Console password").fill(PASSWORD)
+            page.get_by_role("textbox", name="Your password").fill(PASSWORD)
             page.get_by_role("button", name="Log in").click()
             page.get_by_role("heading", name="Overview").wait_for(timeout=30_000)
 
@@ -309,7 +315,7 @@ def test_live_refresh_and_a_rollout_change_through_the_dialog(console: Console) 
             page = browser.new_page(viewport=VIEWPORT)
             page.goto(console.url, wait_until="domcontentloaded")
             page.get_by_role("textbox", name="Your name").fill(OPERATOR)
-            page.get_by_role("textbox", name="Console password").fill(PASSWORD)
+            page.get_by_role("textbox", name="Your password").fill(PASSWORD)
             page.get_by_role("button", name="Log in").click()
             updated = page.get_by_text("refreshes every")
             updated.wait_for(timeout=30_000)

@@ -47,15 +47,19 @@ MAX_MONTHLY_INCOME = 10_000_000
 MIN_AGE = 18
 MAX_AGE = 99
 MAX_SESSION_ID_CHARS = 128
+MAX_LEAD_SCORE = 100
 
 # Plausible, not RFC 5322: a local part, an "@", and a dotted domain of letters, digits, hyphens.
-_EMAIL = re.compile(
+# Both patterns are also valid ECMA-262, so the OpenAPI document states them as they are.
+EMAIL_PATTERN = (
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+"
 )
+_EMAIL = re.compile(EMAIL_PATTERN)
 # Chatwoot rejects contacts whose phone is not E.164, so the form is held to the same rule.
-_E164 = re.compile(r"\+[1-9]\d{1,14}")
+E164_PATTERN = r"\+[1-9][0-9]{1,14}"
+_E164 = re.compile(E164_PATTERN)
 # Separators people type inside phone numbers ("+65 9123-4567"); removed before checking E.164.
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
 
@@ -216,8 +220,8 @@ def _optional_score(value: object) -> int | None:
     if value is None:
         return None
     score = _whole_number(value)
-    if score is None or not 0 <= score <= 100:
-        raise _Invalid("must be a whole number from 0 to 100")
+    if score is None or not 0 <= score <= MAX_LEAD_SCORE:
+        raise _Invalid(f"must be a whole number from 0 to {MAX_LEAD_SCORE}")
     return score
 
 

@@ -14,6 +14,10 @@ from enum import StrEnum
 import mmh3
 
 BUCKET_PREFIX = "reply-pipeline:"
+# The audit keeps a reason per change; longer than this is a paste accident, not a reason.
+MAX_REASON_CHARS = 500
+# An operator's name as the admin API's caller gives it; the audit prefixes it with "admin-api:".
+MAX_ACTOR_CHARS = 80
 
 
 class Route(StrEnum):

@@ -13,6 +13,8 @@ from flask.typing import ResponseReturnValue
 
 from app.domain.health import recommendations
 from app.domain.rollout import (
+    MAX_ACTOR_CHARS,
+    MAX_REASON_CHARS,
     GuardThresholds,
     RolloutChange,
     RolloutError,
@@ -24,7 +26,6 @@ from app.web.context import raw_json_body, services
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api/admin")
 
-MAX_REASON_CHARS = 500
 DEFAULT_ACTOR = "admin-api"
 
 
@@ -49,13 +50,10 @@ def set_rollout() -> ResponseReturnValue:
     _, body = raw_json_body()
     errors: list[dict[str, str]] = []
     reason = _reason(body, errors)
-    percentage = body.get("percentage")
+    actor = _actor(body, errors)
+    percentage = _whole_number(body.get("percentage"))
     # Present means a number: `null` would pass as "no change" and still write an audit row.
-    if "percentage" in body and (
-        isinstance(percentage, bool)
-        or not isinstance(percentage, int)
-        or not 0 <= percentage <= 100
-    ):
+    if "percentage" in body and (percentage is None or not 0 <= percentage <= 100):
         errors.append({"field": "percentage", "message": "must be a whole number from 0 to 100"})
     for name in ("shadow", "n8n_enabled"):
         if name in body and not isinstance(body[name], bool):
@@ -81,7 +79,7 @@ def set_rollout() -> ResponseReturnValue:
         guard=guard,
     )
     try:
-        state = services().rollout.change(change, actor=_actor(body), reason=reason)
+        state = services().rollout.change(change, actor=actor, reason=reason)
     except RolloutError as exc:
         return jsonify(error="rollout_refused", detail=str(exc)), 422
     return jsonify(rollout=_state_json(state))
@@ -92,10 +90,11 @@ def rollback() -> ResponseReturnValue:
     _, body = raw_json_body()
     errors: list[dict[str, str]] = []
     reason = _reason(body, errors)
+    actor = _actor(body, errors)
     if errors:
         return jsonify(error="invalid_rollback", errors=errors), 422
     try:
-        result = services().rollout.rollback(actor=_actor(body), reason=reason)
+        result = services().rollout.rollback(actor=actor, reason=reason)
     except RolloutError as exc:
         return jsonify(error="rollback_refused", detail=str(exc)), 409
     return jsonify(rollback=result.to_json(), rollout=_state_json(result.state))
@@ -115,9 +114,19 @@ def _set_paused(paused: bool) -> ResponseReturnValue:
     body: dict[str, Any] = {}
     if request.get_data(cache=True):
         _, body = raw_json_body()
-    reason = body.get("reason") if isinstance(body.get("reason"), str) else ""
+    errors: list[dict[str, str]] = []
+    # Optional here, unlike a rollout change: pausing is the first thing to do in an incident.
+    given = body.get("reason")
+    if given is not None and not isinstance(given, str):
+        errors.append({"field": "reason", "message": "must be a string"})
+    elif given is not None and len(given) > MAX_REASON_CHARS:
+        errors.append({"field": "reason", "message": f"at most {MAX_REASON_CHARS} characters"})
+    reason = given.strip() if isinstance(given, str) else ""
+    actor = _actor(body, errors)
+    if errors:
+        return jsonify(error="invalid_reason", errors=errors), 422
     state = services().rollout.set_paused(
-        paused, actor=_actor(body), reason=reason or ("paused" if paused else "resumed")
+        paused, actor=actor, reason=reason or ("paused" if paused else "resumed")
     )
     return jsonify(rollout=_state_json(state))
 
@@ -173,11 +182,28 @@ def _reason(body: dict[str, Any], errors: list[dict[str, str]]) -> str:
     return reason.strip()
 
 
-def _actor(body: dict[str, Any]) -> str:
+def _whole_number(value: object) -> int | None:
+    """An integer, or a float with nothing after the point (JSON Schema's "integer")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _actor(body: dict[str, Any], errors: list[dict[str, str]]) -> str:
+    """Who the audit names: the API, and the person the caller says is behind it, if any."""
     actor = body.get("actor")
-    if isinstance(actor, str) and actor.strip():
-        return f"{DEFAULT_ACTOR}:{actor.strip()[:80]}"
-    return DEFAULT_ACTOR
+    if actor is None:
+        return DEFAULT_ACTOR
+    if not isinstance(actor, str):
+        errors.append({"field": "actor", "message": "must be a string"})
+        return DEFAULT_ACTOR
+    if len(actor) > MAX_ACTOR_CHARS:
+        errors.append({"field": "actor", "message": f"at most {MAX_ACTOR_CHARS} characters"})
+    return f"{DEFAULT_ACTOR}:{actor.strip()}" if actor.strip() else DEFAULT_ACTOR
 
 
 def _guard(value: Any, errors: list[dict[str, str]]) -> GuardThresholds | None:

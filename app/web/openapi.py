@@ -8,18 +8,21 @@ from __future__ import annotations
 from typing import Any
 
 from app.domain.lead import (
+    E164_PATTERN,
+    EMAIL_PATTERN,
     EMPLOYMENT_TYPES,
     LOAN_TYPES,
     MAX_AGE,
     MAX_APPLICANTS,
     MAX_EMAIL_CHARS,
+    MAX_LEAD_SCORE,
     MAX_MONTHLY_INCOME,
     MAX_NAME_CHARS,
     MAX_SESSION_ID_CHARS,
     MIN_AGE,
     PROPERTY_CATEGORIES,
 )
-from app.domain.rollout import GUARD_RANGES
+from app.domain.rollout import GUARD_RANGES, MAX_ACTOR_CHARS, MAX_REASON_CHARS
 from app.web.json_body import MAX_ARRAY_ITEMS, MAX_BODY_BYTES, MAX_DEPTH, MAX_STRING_CHARS
 
 
@@ -65,6 +68,16 @@ _GUARD_PROPERTIES: dict[str, Any] = {"enabled": {"type": "boolean"}} | {
     for name, (low, high) in GUARD_RANGES.items()
 }
 
+# A reason the audit can show: not blank, not a paste accident.
+_REASON = {"type": "string", "minLength": 1, "maxLength": MAX_REASON_CHARS, "pattern": r"\S"}
+
+# Who is behind the API call, for the audit ("admin-api:<actor>").
+_ACTOR = {
+    "type": ["string", "null"],
+    "maxLength": MAX_ACTOR_CHARS,
+    "description": "who is behind the call; the audit names `admin-api:<actor>`",
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -102,10 +115,10 @@ SCHEMAS: dict[str, Any] = {
     },
     "ChatwootEvent": {
         "type": "object",
-        "description": "A Chatwoot webhook payload (docs/chatwoot.md): message_created, "
-        "conversation_updated, conversation_status_changed, ...",
-        "required": ["event"],
-        "properties": {"event": {"type": "string"}},
+        "description": "A Chatwoot webhook payload (docs/chatwoot.md). message_created, "
+        "conversation_updated and conversation_status_changed are acted on; any other object, "
+        "with another event or none, is acknowledged as ignored so that Chatwoot does not retry.",
+        "properties": {"event": {"description": "message_created, conversation_updated, ..."}},
     },
     "LeadForm": {
         "type": "object",
@@ -119,23 +132,34 @@ SCHEMAS: dict[str, Any] = {
             "employmentType",
         ],
         "properties": {
-            "name": {"type": "string", "maxLength": MAX_NAME_CHARS},
-            "email": {"type": "string", "maxLength": MAX_EMAIL_CHARS},
-            "phone": {"type": "string", "description": "E.164, e.g. +6591234567"},
+            "name": {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": r"\S"},
+            "email": {
+                "type": "string",
+                "maxLength": MAX_EMAIL_CHARS,
+                "pattern": f"^{EMAIL_PATTERN}$",
+            },
+            "phone": {
+                "type": "string",
+                "pattern": f"^{E164_PATTERN}$",
+                "description": "E.164, e.g. +6591234567 (spaces, dots, hyphens and brackets "
+                "between digits are also accepted and removed)",
+            },
             "loanType": {"enum": list(LOAN_TYPES)},
             "propertyCategory": {"enum": [*PROPERTY_CATEGORIES, None]},
             "actualIncomes": {
                 "type": "array",
+                "minItems": 1,
                 "maxItems": MAX_APPLICANTS,
                 "items": {"type": "number", "minimum": 0, "maximum": MAX_MONTHLY_INCOME},
             },
             "actualAges": {
                 "type": "array",
+                "minItems": 1,
                 "maxItems": MAX_APPLICANTS,
                 "items": {"type": "integer", "minimum": MIN_AGE, "maximum": MAX_AGE},
             },
             "employmentType": {"enum": list(EMPLOYMENT_TYPES)},
-            "leadScore": {"type": ["integer", "null"]},
+            "leadScore": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_LEAD_SCORE},
             "sessionId": {"type": ["string", "null"], "maxLength": MAX_SESSION_ID_CHARS},
         },
     },
@@ -168,19 +192,31 @@ SCHEMAS: dict[str, Any] = {
     "RolloutChange": {
         "type": "object",
         "required": ["reason"],
+        # A change with nothing to change would still write an audit row, so it is refused.
+        "anyOf": [
+            {"required": [name]} for name in ("percentage", "shadow", "n8n_enabled", "guard")
+        ],
         "additionalProperties": False,
         "properties": {
             "percentage": {"type": "integer", "minimum": 0, "maximum": 100},
             "shadow": {"type": "boolean"},
             "n8n_enabled": {"type": "boolean"},
             "guard": _ref("Guard"),
-            "reason": {"type": "string", "minLength": 1, "maxLength": 500},
-            "actor": {"type": "string"},
+            "reason": _REASON,
+            "actor": _ACTOR,
         },
     },
     "Reason": {
         "type": "object",
-        "properties": {"reason": {"type": "string"}, "actor": {"type": "string"}},
+        "required": ["reason"],
+        "properties": {"reason": _REASON, "actor": _ACTOR},
+    },
+    "OptionalReason": {
+        "type": "object",
+        "properties": {
+            "reason": {"type": ["string", "null"], "maxLength": MAX_REASON_CHARS},
+            "actor": _ACTOR,
+        },
     },
     "Rollout": {
         "type": "object",
@@ -288,7 +324,11 @@ PATHS: dict[str, Any] = {
             "requestBody": _body("RolloutChange"),
             "responses": {
                 "200": _json(_ref("Rollout"), "Saved."),
-                "422": _invalid("Bad or unknown fields, or the change breaks a rule."),
+                "422": _json(
+                    {"anyOf": [_ref("FieldErrors"), _ref("Error")]},
+                    "Bad or unknown fields (`errors` names each), or the change breaks a rule "
+                    "(`rollout_refused`, `detail` says which).",
+                ),
                 **_ADMIN_AUTH,
                 **_BODY_ERRORS,
                 **_STORE_DOWN,
@@ -314,9 +354,10 @@ PATHS: dict[str, Any] = {
         "post": {
             "summary": "Pause the new pipeline",
             "security": ADMIN,
-            "requestBody": _body("Reason", required=False),
+            "requestBody": _body("OptionalReason", required=False),
             "responses": {
                 "200": _json(_ref("Rollout"), "Paused."),
+                "422": _invalid("The reason or the actor is not a string or is too long."),
                 **_ADMIN_AUTH,
                 **_BODY_ERRORS,
                 **_STORE_DOWN,
@@ -327,9 +368,10 @@ PATHS: dict[str, Any] = {
         "post": {
             "summary": "Resume the new pipeline",
             "security": ADMIN,
-            "requestBody": _body("Reason", required=False),
+            "requestBody": _body("OptionalReason", required=False),
             "responses": {
                 "200": _json(_ref("Rollout"), "Resumed."),
+                "422": _invalid("The reason or the actor is not a string or is too long."),
                 **_ADMIN_AUTH,
                 **_BODY_ERRORS,
                 **_STORE_DOWN,

@@ -10,11 +10,8 @@ long strings and arrays, wrong types in every field of a valid body, and plain g
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,16 +19,9 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.bootstrap import Services, build_services, prepare_store
-from app.config import Settings
-from app.sandbox.chatwoot import ChatwootSandbox
-from app.web import create_app
-from app.webhook_auth import sign
 from tests.support.fixtures import chatwoot_fixture, lead_form
+from tests.support.hostile import ADMIN_TOKEN, FORM_TOKEN, StoreFingerprint, webhook_headers
 
-SECRET = "hostile-webhook-secret"
-FORM_TOKEN = "hostile-form-token"
-ADMIN_TOKEN = "hostile-admin-token"
 EXAMPLES = 2000
 
 # Strings that have broken parsers, stores, logs or spreadsheets somewhere.
@@ -121,79 +111,6 @@ def hostile(base: dict[str, Any]) -> st.SearchStrategy[bytes]:
     )
 
 
-@pytest.fixture(scope="module")
-def chatwoot() -> Iterator[ChatwootSandbox]:
-    with ChatwootSandbox(webhook_retry_wait_s=0.05) as sandbox:
-        yield sandbox
-
-
-@pytest.fixture(scope="module")
-def services(
-    tmp_path_factory: pytest.TempPathFactory, chatwoot: ChatwootSandbox
-) -> Iterator[Services]:
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("hostile"),
-        chatwoot_webhook_secret=SECRET,
-        chatwoot_base_url=chatwoot.url,
-        chatwoot_account_id=chatwoot.account_id,
-        chatwoot_inbox_id=chatwoot.inbox_id,
-        chatwoot_api_token="sandbox-user-token",
-        chatwoot_bot_token="sandbox-bot-token",
-        form_token=FORM_TOKEN,
-        admin_token=ADMIN_TOKEN,
-    )
-    wired = build_services(settings)
-    prepare_store(wired.store)
-    yield wired
-    wired.store.close()
-
-
-@pytest.fixture(scope="module")
-def client(services: Services) -> Iterator[FlaskClient]:
-    with create_app(services=services).test_client() as test_client:
-        yield test_client
-
-
-class StoreFingerprint:
-    """What a request could have changed in the ledger: row counts and the latest update of
-    every table but the buffered counters and heartbeats, and the whole of the small ones."""
-
-    SMALL = ("ai_brokers", "rollout_state", "circuit_breakers")
-    SKIP = ("metric_counters", "worker_heartbeats", "schema_meta")
-
-    def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        self._tables = [
-            (name, {row[1] for row in self._db.execute(f"PRAGMA table_info({name})")})
-            for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if name not in self.SKIP and not name.startswith("sqlite_")
-        ]
-
-    def take(self) -> tuple[Any, ...]:
-        shot: list[Any] = []
-        for name, columns in self._tables:
-            if name in self.SMALL:
-                shot.append(self._db.execute(f"SELECT * FROM {name} ORDER BY 1").fetchall())
-                continue
-            latest = "total(updated_at)" if "updated_at" in columns else "0"
-            shot.append(self._db.execute(f"SELECT count(*), {latest} FROM {name}").fetchone())
-        return tuple(shot)
-
-
-@pytest.fixture(scope="module")
-def fingerprint(services: Services) -> StoreFingerprint:
-    return StoreFingerprint(services.settings.data_dir / "store.db")
-
-
-def _webhook_headers(body: bytes) -> dict[str, str]:
-    timestamp = str(int(time.time()))
-    return {
-        "Content-Type": "application/json",
-        "X-Chatwoot-Timestamp": timestamp,
-        "X-Chatwoot-Signature": "sha256=" + sign(SECRET, timestamp, body),
-    }
-
-
 def _check_response(response: Any) -> None:
     text = response.get_data(as_text=True)
     assert response.status_code < 500, text
@@ -241,7 +158,7 @@ def test_the_webhook_route(
     base = chatwoot_fixture("message_created.incoming_contact.json")
 
     def send(body: bytes) -> Any:
-        return client.post("/webhooks/chatwoot", data=body, headers=_webhook_headers(body))
+        return client.post("/webhooks/chatwoot", data=body, headers=webhook_headers(body))
 
     def accepted(response: Any) -> bool:
         return response.status_code == 200 and response.json.get("status") == "accepted"

@@ -16,7 +16,7 @@ import logging
 import re
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 # Phone numbers as people and forms write them, the last two digits kept for support:
@@ -89,8 +89,11 @@ class JsonFormatter(logging.Formatter):
         return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text", *, process: str = "") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(
+    level: str = "INFO", fmt: str = "text", *, process: str = "", stream: TextIO | None = None
+) -> None:
+    """Every logger to `stream` (standard error by default), masked and escaped."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(ContactDetailsFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())

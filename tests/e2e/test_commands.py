@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -140,11 +145,70 @@ def test_brokers_seed_is_idempotent(tmp_path: Path) -> None:
     assert "0 broker(s) added, 5 already present" in second.stdout
 
 
-def test_demo_brings_the_system_up_with_replies_flowing(tmp_path: Path) -> None:
+def test_demo_brings_the_system_up_with_replies_flowing_and_ctrl_c_stops_it_cleanly(
+    tmp_path: Path,
+) -> None:
     env = _bare_env(tmp_path, RESPONSE_DELAY_SCALE="0.3")
-    result = _run(["demo", "--duration", "25", "--conversations", "3"], env, timeout=120)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    assert "Chatwoot sandbox" in result.stdout
-    sent = [int(n) for n in re.findall(r"\bsent (\d+)", result.stdout)]
-    assert sent and max(sent) >= 3, result.stdout[-2000:]
-    assert "Traceback" not in result.stderr
+    # A session of its own, like a terminal's foreground job, so Ctrl-C can go to its group.
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "demo", "--conversations", "3"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in demo.stdout or ()])
+    reader.start()
+    seen: list[str] = []
+    # The seeded history has sent replies already: live ones show as the count going up.
+    sent_at_start: int | None = None
+    sent = 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and demo.poll() is None:
+        try:
+            seen.append(lines.get(timeout=1))
+        except queue.Empty:
+            continue
+        counts = [int(n) for n in re.findall(r"\bsent (\d+)", seen[-1])]
+        if counts:
+            sent_at_start = counts[0] if sent_at_start is None else sent_at_start
+            sent = counts[0]
+        if sent_at_start is not None and sent - sent_at_start >= 3:
+            break
+    os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground process group
+    try:
+        code = demo.wait(timeout=40)
+    finally:
+        demo.kill()
+    reader.join(timeout=5)
+    seen.extend(lines.queue)
+    stdout, stderr = "".join(seen), demo.stderr.read() if demo.stderr else ""
+    assert code == 0, stdout[-2000:] + stderr[-4000:]
+    assert sent_at_start is not None and sent - sent_at_start >= 3, stdout[-2000:]
+    logs = tmp_path / "demo" / "logs"
+    # The terminal holds the banner and the status lines; every process's log is in its file.
+    assert "Chatwoot sandbox" in stdout and str(logs) in stdout
+    assert not re.search(r"\b(DEBUG|INFO|WARNING|ERROR)\b", stdout + stderr), stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    assert f"demo stopped; the logs stay in {logs}" in stdout
+    for name in ("web", "worker", "console"):
+        assert (logs / f"{name}.log").stat().st_size > 0, name
+    assert " INFO web " in (logs / "web.log").read_text()
+    # The children were stopped, not orphaned: the receiver's port is free again.
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", int(env["PORT"]))) != 0
+
+
+def test_demo_whose_receiver_cannot_start_says_which_and_shows_its_log(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = _bare_env(tmp_path, PORT=str(taken.getsockname()[1]))
+        result = _run(["demo", "--duration", "5"], env, timeout=120)
+    assert result.returncode == 1
+    log = tmp_path / "demo" / "logs" / "web.log"
+    assert "demo: web did not start; stopping" in result.stderr, result.stderr
+    assert f"--- the end of {log} ---" in result.stderr
+    assert "Address already in use" in result.stderr

@@ -11,10 +11,10 @@ conversation to humans). One durable write is the commitment:
   message will be answered even if the enqueue fails, because the reaper re-enqueues stale
   jobs.
 
-Routing (INTERFACE.md, Rollout): a conversation's bucket decides n8n or the new pipeline. A
-message for n8n is forwarded from here, with a short timeout behind a circuit breaker — it needs
-neither Redis nor a worker, so rollback works when they are down. When n8n cannot take it, the
-new pipeline answers instead and the ledger says why.
+Routing (docs/migration.md, How routing works): a conversation's bucket decides n8n or the new
+pipeline. A message for n8n is forwarded from here, with a short timeout behind a circuit
+breaker — it needs neither Redis nor a worker, so rollback works when they are down. When n8n
+cannot take it, the new pipeline answers instead and the ledger says why.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Is this webhook from our Chatwoot? (shared/chatwoot/CONTRACT.md §2)
+"""Is this webhook from our Chatwoot? (docs/chatwoot-contract.md §2)
 
 Chatwoot ≥ 4.11.2 signs `"<timestamp>.<raw body>"` with HMAC-SHA256 and the webhook's (or agent
 bot's) secret. We verify against the raw bytes, reject timestamps more than 5 minutes away (Chatwoot

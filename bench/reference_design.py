@@ -1,4 +1,5 @@
-"""The reference design's worker, for comparison: `ai-broker-plan.md`'s `processConversationJob`.
+"""The reference design's worker, for comparison: `processConversationJob` of the TypeScript
+plan this project ports.
 
 The plan runs a BullMQ worker with `concurrency: WORKER_CONCURRENCY` (3) whose job computes the
 human-like delay with `analyzeMessageUrgency`, *sleeps it inside the worker*, generates the reply

@@ -1,6 +1,6 @@
 """Chatwoot REST client: the few endpoints the broker uses, with Chatwoot's errors mapped to ours.
 
-Paths, payload shapes, token rules and error bodies follow `shared/chatwoot/CONTRACT.md` §4.
+Paths, payload shapes, token rules and error bodies follow docs/chatwoot-contract.md §4.
 Two tokens: the *user* token (agent or admin) reads contacts, conversations and message history;
 the *agent-bot* token, when configured, does the bot's writes (replies, custom attributes, status),
 so they show up as the bot in Chatwoot. Bot tokens get 401 on everything else.

@@ -1,7 +1,7 @@
 """What to do with a Chatwoot webhook: answer it, ignore it, or step back for a human.
 
 The bot receives every message of its inbox, including its own replies, human agents' replies and
-private notes (shared/chatwoot/CONTRACT.md §1, §6). Only a customer's public message in a
+private notes (docs/chatwoot-contract.md §1, §6). Only a customer's public message in a
 conversation the bot still owns (status "pending", no human assignee) gets an answer. A human
 replying, being assigned, or the conversation leaving "pending" means a person has taken over, and
 the bot must never answer that conversation again.

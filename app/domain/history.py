@@ -14,7 +14,7 @@ from app.domain.events import JOB_MARKER_KEY
 
 DEFAULT_LIMIT = 20
 
-# In REST responses `message_type` is an integer (shared/chatwoot/CONTRACT.md §5); the webhook's
+# In REST responses `message_type` is an integer (docs/chatwoot-contract.md §5); the webhook's
 # string names are accepted too, so the same code reads `conversation.messages[]` and webhooks.
 _ROLE_BY_MESSAGE_TYPE: dict[int | str, Role] = {
     0: "user",

@@ -1,8 +1,8 @@
 """Rollout: which system answers a conversation, and the rules for changing that.
 
-A conversation's route is a hash of its id (INTERFACE.md, Rollout), so it never bounces between
-n8n and the new pipeline mid-conversation, and raising the percentage only ever moves
-conversations from n8n to the new pipeline, never back.
+A conversation's route is a hash of its id (docs/migration.md, How routing works), so it never
+bounces between n8n and the new pipeline mid-conversation, and raising the percentage only ever
+moves conversations from n8n to the new pipeline, never back.
 """
 
 from __future__ import annotations

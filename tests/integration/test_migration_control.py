@@ -1,5 +1,5 @@
 """Migration control in-process: the admin API, routing between n8n and the new pipeline, the
-n8n circuit breaker, shadow comparisons and rollback (INTERFACE.md, Rollout and admin routes).
+n8n circuit breaker, shadow comparisons and rollback (docs/migration.md, docs/api.md#admin-api).
 
 The receiver runs in Flask's test client against real sandboxes over HTTP: an n8n workflow that
 posts its replies into a Chatwoot sandbox. No worker runs, so jobs for the new pipeline stay

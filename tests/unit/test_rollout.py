@@ -1,5 +1,5 @@
-"""Rollout rules (INTERFACE.md, Rollout; DESIGN.md decision 4): sticky, monotonic buckets and
-the rules for changing the state."""
+"""Rollout rules (docs/migration.md, How routing works): sticky, monotonic buckets and the rules
+for changing the state."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A local Chatwoot (v4.15.1) that honours the contract in `shared/chatwoot/CONTRACT.md`.
+"""A local Chatwoot (v4.15.1) that honours the contract in docs/chatwoot-contract.md.
 
 It serves the REST endpoints the AI broker uses, with the real payload and error shapes, token kinds
 and agent-bot restrictions, and it sends the webhooks Chatwoot sends: every message created through

@@ -27,6 +27,7 @@ from app.domain.reply_plan import ReplyPlanner
 from app.forwarding import N8N_CIRCUIT, CircuitBreaker, N8nForwarder
 from app.intake import WebhookIntake
 from app.leads import LeadIntake
+from app.operations import Operations
 from app.rollout import RolloutService
 from app.store.analytics import Analytics, SqliteAnalytics
 from app.store.analytics_postgres import PostgresAnalytics
@@ -159,6 +160,7 @@ class Services:
     forwarder: N8nForwarder | None
     chatwoot: ChatwootClient | None
     leads: LeadIntake | None
+    operations: Operations
     intake_buffer: RedisIntake | None = None
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     _pipeline: ReplyPipeline | None = None
@@ -213,10 +215,14 @@ def build_services(settings: Settings, *, worker: bool = False) -> Services:
         if chatwoot is not None and settings.chatwoot_inbox_id is not None
         else None
     )
+    analytics = build_analytics(settings, store)
+    operations = Operations(
+        store=store, analytics=analytics, queue=queue, rollout=rollout, intake_buffer=buffer
+    )
     services = Services(
         settings=settings,
         store=store,
-        analytics=build_analytics(settings, store),
+        analytics=analytics,
         queue=queue,
         webhook_auth=WebhookAuth(
             secret=settings.chatwoot_webhook_secret,
@@ -238,6 +244,7 @@ def build_services(settings: Settings, *, worker: bool = False) -> Services:
         forwarder=forwarder,
         chatwoot=chatwoot,
         leads=leads,
+        operations=operations,
         intake_buffer=buffer,
     )
     return services

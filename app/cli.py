@@ -4,6 +4,7 @@ apply gevent's monkey-patching before anything opens a socket or starts a thread
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -155,19 +156,37 @@ def _brokers_seed(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _intake_replay(settings: Settings, _: argparse.Namespace) -> int:
-    from app.bootstrap import build_services
+def _intake_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from app.bootstrap import build_services, prepare_store
 
-    buffer = build_services(settings).intake_buffer
+    services = build_services(settings)
+    buffer = services.intake_buffer
     if buffer is None:
         sys.stderr.write("ai-broker intake replay: no REDIS_URL, so there is no intake buffer\n")
         return 2
-    moved = buffer.replay_rejected()
-    sys.stdout.write(
-        f"{moved} parked message(s) back in the intake buffer ({buffer.depth()} waiting); "
-        "a worker records them within seconds\n"
-    )
+    if buffer.rejected() == 0:
+        sys.stdout.write("nothing is parked: there is nothing to put back\n")
+        return 0
+    try:
+        prepare_store(services.store)
+        # The audit names the account that ran the command, as the console names its operator.
+        actor = f"cli:{_login_name()}"
+        result = services.operations.replay_parked(actor=actor, reason=args.reason)
+    finally:
+        services.analytics.close()
+        services.store.close()
+    if not result.ok:
+        sys.stderr.write(f"ai-broker intake replay: {result.message}\n")
+        return 1
+    sys.stdout.write(f"{result.message} ({buffer.depth()} waiting)\n")
     return 0
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name and no passwd entry (some containers)
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -215,9 +234,15 @@ def _parser() -> argparse.ArgumentParser:
     intake = commands.add_parser("intake", help="the Redis intake buffer").add_subparsers(
         dest="intake_command", required=True, metavar="SUBCOMMAND"
     )
-    intake.add_parser(
+    replay = intake.add_parser(
         "replay", help="put messages a worker parked back in the buffer (docs/runbook.md)"
-    ).set_defaults(run=_intake_replay)
+    )
+    replay.add_argument(
+        "--reason",
+        default="put back from the command line",
+        help="why, for the audit log (default: %(default)s)",
+    )
+    replay.set_defaults(run=_intake_replay)
     return parser
 
 

@@ -7,10 +7,9 @@
   script threads would open a connection per rerun.
 - `st.cache_data(ttl=...)` holds the aggregates (charts, tables) for a few seconds; every action
   clears them, so an operator sees the effect of their own change at once.
-- Actions take the operator's identity and leave an audit trail: rollout changes, rollbacks and
-  pauses through the RolloutService (rollout_audit), verdicts on the comparison (verdict_by),
-  retries, cancellations and putting parked intake messages back in operator_actions (and
-  the log).
+- Actions take the operator's identity and go through the operations service
+  (app/operations.py), the same one the admin API and the command line use, so each leaves the
+  same audit row whoever asked for it.
 
 Pure rules (alerts, filters) live here too, as plain functions the tests call directly.
 """
@@ -40,6 +39,7 @@ from app.domain.jobs import JobState
 from app.domain.rollout import RolloutChange, RolloutState, describe
 from app.guard import HEARTBEAT_STALE_S, pipeline_health
 from app.logs import configure_logging
+from app.operations import ActionResult
 from app.rollout import RollbackResult
 from app.store.analytics import (
     Analytics,
@@ -74,7 +74,6 @@ JOBS_EXPORT_LIMIT = 10_000
 RETRYABLE_STATES = frozenset({JobState.FAILED.value, JobState.CANCELLED.value})
 CANCELLABLE_STATES = frozenset({JobState.QUEUED.value, JobState.WAITING.value})
 PARKED_SHOWN = 50  # the oldest parked intake messages the Overview lists
-PARKED_TARGET = "intake buffer"  # operator_actions.target of a replay (there is no job yet)
 PROBLEM_MAX_CHARS = 200
 # Receipt times outside this range cannot come from a receiver (and would break the clock).
 _PLAUSIBLE_RECEIPT = (1_000_000_000.0, 4_102_444_800.0)  # 2001 to 2100
@@ -653,21 +652,10 @@ def comparisons_to_csv(rows: Sequence[Comparison]) -> bytes:
 def set_verdict(actor: str, comparison_id: int, verdict: Verdict, note: str) -> bool:
     wired = backend()
     stored = wired.run(
-        lambda: wired.services.store.set_verdict(
-            comparison_id, verdict, note=note.strip()[:500], actor=actor, now=time.time()
+        lambda: wired.services.operations.set_verdict(
+            actor=actor, comparison_id=comparison_id, verdict=verdict, note=note
         )
     )
-    if stored:
-        wired.run(
-            lambda: wired.analytics.record_operator_action(
-                actor=actor,
-                action="verdict",
-                target=f"comparison {comparison_id}",
-                reason=f"{verdict.value}: {note.strip()[:200]}",
-                now=time.time(),
-            )
-        )
-        log.info("%s rated comparison %s %s", actor, comparison_id, verdict.value)
     invalidate()
     return stored
 
@@ -676,7 +664,8 @@ def set_verdict(actor: str, comparison_id: int, verdict: Verdict, note: str) -> 
 def change_rollout(actor: str, change: RolloutChange, reason: str) -> RolloutState:
     """Raises RolloutError when the change breaks a rule (the message says why)."""
     wired = backend()
-    state = wired.run(lambda: wired.services.rollout.change(change, actor=actor, reason=reason))
+    operations = wired.services.operations
+    state = wired.run(lambda: operations.change_rollout(actor=actor, change=change, reason=reason))
     invalidate()
     return state
 
@@ -684,14 +673,15 @@ def change_rollout(actor: str, change: RolloutChange, reason: str) -> RolloutSta
 def rollback(actor: str, reason: str) -> RollbackResult:
     """Raises RolloutError when there is no n8n to roll back to."""
     wired = backend()
-    result = wired.run(lambda: wired.services.rollout.rollback(actor=actor, reason=reason))
+    result = wired.run(lambda: wired.services.operations.rollback(actor=actor, reason=reason))
     invalidate()
     return result
 
 
 def set_paused(actor: str, paused: bool, reason: str) -> RolloutState:
     wired = backend()
-    state = wired.run(lambda: wired.services.rollout.set_paused(paused, actor=actor, reason=reason))
+    operations = wired.services.operations
+    state = wired.run(lambda: operations.set_paused(actor=actor, paused=paused, reason=reason))
     invalidate()
     return state
 
@@ -777,52 +767,19 @@ def operator_actions(target: str | None = None, limit: int = 50) -> list[Operato
     return wired.run(lambda: wired.analytics.operator_actions(target=target, limit=limit))
 
 
-@dataclass(frozen=True)
-class ActionResult:
-    ok: bool
-    message: str
-
-
 def retry_job(actor: str, job_id: str, reason: str) -> ActionResult:
     """A failed or cancelled job back to queued with fresh attempts, and on the queue."""
     wired = backend()
-
-    def run() -> ActionResult:
-        now = time.time()
-        job = wired.services.store.requeue_job(job_id, now=now)
-        if job is None:
-            return ActionResult(False, "Only a failed or cancelled job can be retried.")
-        wired.services.queue.enqueue_prepare(job.id)
-        wired.analytics.record_operator_action(
-            actor=actor, action="retry", target=job_id, reason=reason, now=now
-        )
-        return ActionResult(True, "Job re-queued: a worker picks it up within seconds.")
-
-    result = wired.run(run)
-    if result.ok:
-        log.warning("%s retried job %s (%s)", actor, job_id, reason)
+    operations = wired.services.operations
+    result = wired.run(lambda: operations.retry_job(actor=actor, job_id=job_id, reason=reason))
     invalidate()
     return result
 
 
 def cancel_job(actor: str, job_id: str, reason: str) -> ActionResult:
     wired = backend()
-
-    def run() -> ActionResult:
-        now = time.time()
-        cancelled = wired.services.store.cancel_job(
-            job_id, reason=f"cancelled by {actor}: {reason}", now=now
-        )
-        if not cancelled:
-            return ActionResult(False, "Only a job that has not started sending can be cancelled.")
-        wired.analytics.record_operator_action(
-            actor=actor, action="cancel", target=job_id, reason=reason, now=now
-        )
-        return ActionResult(True, "Job cancelled: its reply will not be sent.")
-
-    result = wired.run(run)
-    if result.ok:
-        log.warning("%s cancelled job %s (%s)", actor, job_id, reason)
+    operations = wired.services.operations
+    result = wired.run(lambda: operations.cancel_job(actor=actor, job_id=job_id, reason=reason))
     invalidate()
     return result
 
@@ -858,41 +815,9 @@ def job_filter(
 
 # -- intake buffer (Redis) ---------------------------------------------------------------------
 def replay_parked(actor: str, reason: str) -> ActionResult:
-    """Every parked intake message back in the buffer, for the workers to record again
-    (idempotent: a message already in the ledger makes no second job)."""
+    """Every parked intake message back in the buffer, for the workers to record again."""
     wired = backend()
-    buffer = wired.services.intake_buffer
-    if buffer is None:
-        return ActionResult(False, "There is no intake buffer: REDIS_URL is not set.")
-
-    def run() -> ActionResult:
-        try:
-            moved = buffer.replay_rejected()
-        except redis.RedisError as exc:
-            log.warning("parked intake messages not put back: %s", exc)
-            return ActionResult(
-                False,
-                f"Redis did not answer ({type(exc).__name__}: {exc}). Some messages may have "
-                "moved; the parked count shows what is left.",
-            )
-        if not moved:
-            return ActionResult(False, "Nothing is parked any more: someone put them back.")
-        wired.analytics.record_operator_action(
-            actor=actor,
-            action="replay_intake",
-            target=PARKED_TARGET,
-            reason=reason,
-            now=time.time(),
-        )
-        return ActionResult(
-            True,
-            f"{moved:,} parked message{'s' if moved != 1 else ''} back in the intake buffer: "
-            "workers record them within seconds.",
-        )
-
-    result = wired.run(run)
-    if result.ok:
-        log.warning("%s put parked intake messages back (%s): %s", actor, reason, result.message)
+    result = wired.run(lambda: wired.services.operations.replay_parked(actor=actor, reason=reason))
     invalidate()
     return result
 

@@ -26,6 +26,11 @@ import redis
 
 from app.domain.events import InboundMessage
 
+
+class IntakeBufferError(Exception):
+    """Redis failed an operator's request to the buffer; the message says what happened."""
+
+
 log = logging.getLogger(__name__)
 
 DEDUPE_TTL_S = 86_400
@@ -247,10 +252,14 @@ class RedisIntake:
 
     def replay_rejected(self) -> int:
         """Put every parked entry back on the intake list, oldest first, once its cause is fixed.
-        Recording is idempotent, so an entry that was in fact recorded makes no second job."""
+        Recording is idempotent, so an entry that was in fact recorded makes no second job.
+        IntakeBufferError when Redis fails part-way (what moved stays moved)."""
         moved = 0
-        while self._redis.lmove(self.rejected_key, self.pending_key, "RIGHT", "LEFT"):
-            moved += 1
+        try:
+            while self._redis.lmove(self.rejected_key, self.pending_key, "RIGHT", "LEFT"):
+                moved += 1
+        except redis.RedisError as exc:
+            raise IntakeBufferError(f"{type(exc).__name__}: {exc}; {moved} moved") from exc
         return moved
 
     def parked(self, limit: int = 50) -> list[Claimed]:

@@ -79,7 +79,7 @@ def set_rollout() -> ResponseReturnValue:
         guard=guard,
     )
     try:
-        state = services().rollout.change(change, actor=actor, reason=reason)
+        state = services().operations.change_rollout(actor=actor, change=change, reason=reason)
     except RolloutError as exc:
         return jsonify(error="rollout_refused", detail=str(exc)), 422
     return jsonify(rollout=_state_json(state))
@@ -94,7 +94,7 @@ def rollback() -> ResponseReturnValue:
     if errors:
         return jsonify(error="invalid_rollback", errors=errors), 422
     try:
-        result = services().rollout.rollback(actor=actor, reason=reason)
+        result = services().operations.rollback(actor=actor, reason=reason)
     except RolloutError as exc:
         return jsonify(error="rollback_refused", detail=str(exc)), 409
     return jsonify(rollback=result.to_json(), rollout=_state_json(result.state))
@@ -125,8 +125,8 @@ def _set_paused(paused: bool) -> ResponseReturnValue:
     actor = _actor(body, errors)
     if errors:
         return jsonify(error="invalid_reason", errors=errors), 422
-    state = services().rollout.set_paused(
-        paused, actor=actor, reason=reason or ("paused" if paused else "resumed")
+    state = services().operations.set_paused(
+        actor=actor, paused=paused, reason=reason or ("paused" if paused else "resumed")
     )
     return jsonify(rollout=_state_json(state))
 

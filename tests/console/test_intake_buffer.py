@@ -128,7 +128,7 @@ def test_put_parked_messages_back_moves_them_and_is_audited(
     assert (action.actor, action.action, action.target, action.reason) == (
         OPERATOR.actor,
         "replay_intake",
-        "intake buffer",
+        "intake buffer (2 messages)",
         "fixed workers deployed (v1.4.2)",
     )
 

@@ -8,6 +8,7 @@ the worker's drainer is driven one pass at a time.
 from __future__ import annotations
 
 import copy
+import getpass
 import itertools
 import json
 import os
@@ -31,6 +32,7 @@ from app.domain.jobs import JobState
 from app.intake import IntakeResult
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.n8n import WEBHOOK_PATH, N8nSandbox
+from app.store.analytics import SqliteAnalytics
 from app.web import create_app
 from app.webhook_auth import sign
 from tasks.intake_drain import IntakeDrainer
@@ -255,8 +257,24 @@ def test_intake_replay_command(
 
     done = replay(REDIS_URL=redis_server.url)
     assert done.returncode == 0, done.stderr
-    assert "1 parked message(s) back in the intake buffer (1 waiting)" in done.stdout
+    assert "1 parked message back in the intake buffer" in done.stdout
+    assert "(1 waiting)" in done.stdout
     assert real.rejected() == 0
+    # Audited as the console's put-back is: who ran it, what moved, why.
+    analytics = SqliteAnalytics(tmp_path / "store.db")
+    try:
+        [action] = analytics.operator_actions()
+    finally:
+        analytics.close()
+    assert (action.actor, action.action, action.target, action.reason) == (
+        f"cli:{getpass.getuser()}",
+        "replay_intake",
+        "intake buffer (1 message)",
+        "put back from the command line",
+    )
+    again = replay(REDIS_URL=redis_server.url)
+    assert again.returncode == 0, again.stderr
+    assert "nothing is parked" in again.stdout
     refused = replay()
     assert refused.returncode == 2
     assert "no REDIS_URL" in refused.stderr

@@ -222,7 +222,7 @@ class ReplyPipeline:
 
     def _answer_shadow(self, job: ReplyJob) -> None:
         """Write the reply the new pipeline would have sent, and only record it: no Chatwoot
-        write, no assignment, no capacity (DESIGN decision 5)."""
+        write, no assignment, no capacity (docs/architecture.md, Decisions 10)."""
         assert job.comparison_id is not None and job.broker_id is not None
         persona = persona_by_slug(job.broker_id)
         conversation = self._store.get_conversation(job.conversation_id)
@@ -542,7 +542,7 @@ def _escalation(batch: Sequence[ReplyJob]) -> EscalationReason | None:
 
 
 def _human_takeover_reason(remote: Mapping[str, Any]) -> str | None:
-    """Why Chatwoot says the conversation is no longer the bot's, or None (CONTRACT §6.3)."""
+    """Why Chatwoot says the conversation is no longer the bot's, or None (docs/chatwoot-contract.md §6)."""
     custom = remote.get("custom_attributes") or {}
     if isinstance(custom, Mapping) and custom.get("broker_status") == HANDOFF_STATUS:
         return "handoff_requested"

@@ -542,7 +542,8 @@ def _escalation(batch: Sequence[ReplyJob]) -> EscalationReason | None:
 
 
 def _human_takeover_reason(remote: Mapping[str, Any]) -> str | None:
-    """Why Chatwoot says the conversation is no longer the bot's, or None (docs/chatwoot-contract.md §6)."""
+    """Why Chatwoot says the conversation is no longer the bot's, or None
+    (docs/chatwoot-contract.md §6)."""
     custom = remote.get("custom_attributes") or {}
     if isinstance(custom, Mapping) and custom.get("broker_status") == HANDOFF_STATUS:
         return "handoff_requested"

@@ -72,7 +72,7 @@ def retry_delay_s(attempt: int, retry_after_s: float | None = None) -> float:
 
     A server's Retry-After wins when it asks for longer.
     """
-    backoff = min(FIRST_RETRY_DELAY_S * (2 ** max(0, attempt - 1)), MAX_RETRY_DELAY_S)
+    backoff = min(FIRST_RETRY_DELAY_S * (1 << max(0, attempt - 1)), MAX_RETRY_DELAY_S)
     return max(backoff, retry_after_s or 0.0)
 
 

@@ -43,15 +43,27 @@ class SandboxControl:
         response.raise_for_status()
         return response.json() if response.content else None
 
+    def _object(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        answer = self._call(method, path, body)
+        if not isinstance(answer, dict):
+            raise TypeError(f"{method} {path} answered {type(answer).__name__}, not an object")
+        return answer
+
+    def _items(self, method: str, path: str, body: Any = None) -> list[dict[str, Any]]:
+        answer = self._call(method, path, body)
+        if not isinstance(answer, list):
+            raise TypeError(f"{method} {path} answered {type(answer).__name__}, not a list")
+        return answer
+
     def set_faults(self, **fields: Any) -> dict[str, Any]:
         """Replace the fault plan (fields not named take their defaults); returns the plan."""
-        return self._call("PUT", "/_sandbox/faults", fields)
+        return self._object("PUT", "/_sandbox/faults", fields)
 
     def reset_faults(self) -> dict[str, Any]:
-        return self._call("DELETE", "/_sandbox/faults")
+        return self._object("DELETE", "/_sandbox/faults")
 
     def faults(self) -> dict[str, Any]:
-        return self._call("GET", "/_sandbox/faults")
+        return self._object("GET", "/_sandbox/faults")
 
     def reset(self) -> None:
         """Forget everything the sandbox recorded and clear its faults."""
@@ -63,11 +75,11 @@ class ChatwootSandboxControl(SandboxControl):
 
     def info(self) -> dict[str, Any]:
         """Account, inbox, bot and agent ids, and the sandbox's tokens."""
-        return self._call("GET", "/_sandbox/info")
+        return self._object("GET", "/_sandbox/info")
 
     def set_webhooks(self, webhooks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Replace all registrations with `[{url, secret, kind, subscriptions}, …]`."""
-        return self._call("PUT", "/_sandbox/webhooks", webhooks)
+        return self._items("PUT", "/_sandbox/webhooks", webhooks)
 
     def add_webhook(
         self,
@@ -78,10 +90,10 @@ class ChatwootSandboxControl(SandboxControl):
         subscriptions: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         body = {"url": url, "secret": secret, "kind": kind, "subscriptions": subscriptions}
-        return self._call("POST", "/_sandbox/webhooks", body)
+        return self._items("POST", "/_sandbox/webhooks", body)
 
     def webhooks(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/_sandbox/webhooks")
+        return self._items("GET", "/_sandbox/webhooks")
 
     def create_lead_conversation(
         self,
@@ -113,16 +125,16 @@ class ChatwootSandboxControl(SandboxControl):
         return self._act(conversation_id, "assign_human", {})
 
     def conversations(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/_sandbox/conversations")
+        return self._items("GET", "/_sandbox/conversations")
 
     def conversation(self, conversation_id: int) -> dict[str, Any]:
-        return self._call("GET", f"/_sandbox/conversations/{conversation_id}")
+        return self._object("GET", f"/_sandbox/conversations/{conversation_id}")
 
     def messages(self, conversation_id: int) -> list[dict[str, Any]]:
-        return self._call("GET", f"/_sandbox/conversations/{conversation_id}/messages")
+        return self._items("GET", f"/_sandbox/conversations/{conversation_id}/messages")
 
     def deliveries(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/_sandbox/deliveries")
+        return self._items("GET", "/_sandbox/deliveries")
 
     def wait_for_deliveries(self, timeout_s: float = 10.0) -> bool:
         """Wait until every queued webhook (retries included) was delivered or given up."""
@@ -132,10 +144,10 @@ class ChatwootSandboxControl(SandboxControl):
         return bool(result["idle"])
 
     def requests(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/_sandbox/requests")
+        return self._items("GET", "/_sandbox/requests")
 
     def _act(self, conversation_id: int, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"/_sandbox/conversations/{conversation_id}/{action}", body)
+        return self._object("POST", f"/_sandbox/conversations/{conversation_id}/{action}", body)
 
 
 class LLMSandboxControl(SandboxControl):
@@ -143,13 +155,13 @@ class LLMSandboxControl(SandboxControl):
 
     def configure(self, **settings: Any) -> dict[str, Any]:
         """Change `latency_ms` and/or `fixed_reply` (None restores the persona replies)."""
-        return self._call("PUT", "/_sandbox/config", settings)
+        return self._object("PUT", "/_sandbox/config", settings)
 
     def config(self) -> dict[str, Any]:
-        return self._call("GET", "/_sandbox/config")
+        return self._object("GET", "/_sandbox/config")
 
     def calls(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/_sandbox/calls")
+        return self._items("GET", "/_sandbox/calls")
 
 
 class N8nSandboxControl(SandboxControl):
@@ -158,10 +170,10 @@ class N8nSandboxControl(SandboxControl):
     def configure(self, **settings: Any) -> dict[str, Any]:
         """Change `reply_delay_ms`, `respond`, `state`, `post_replies`, `chatwoot_url`,
         `account_id` or `api_token`."""
-        return self._call("PUT", "/_sandbox/config", settings)
+        return self._object("PUT", "/_sandbox/config", settings)
 
     def config(self) -> dict[str, Any]:
-        return self._call("GET", "/_sandbox/config")
+        return self._object("GET", "/_sandbox/config")
 
     def received(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/_sandbox/received")
+        return self._items("GET", "/_sandbox/received")

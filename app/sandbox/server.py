@@ -242,7 +242,7 @@ def json_object() -> dict[str, Any] | None:
 
 def elapsed_ms() -> float:
     """Milliseconds since the current request arrived, fault latency included."""
-    return (time.monotonic() - g.sandbox_started) * 1000
+    return (time.monotonic() - float(g.sandbox_started)) * 1000
 
 
 class SandboxServer:

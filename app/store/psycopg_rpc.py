@@ -201,8 +201,8 @@ def cooperate_with_gevent() -> None:
     import gevent.selectors
     from psycopg import waiting
 
-    waiting.select = gevent.select
-    waiting.DefaultSelector = gevent.selectors.DefaultSelector  # type: ignore[misc]
+    waiting.select = gevent.select  # type: ignore[attr-defined]
+    waiting.DefaultSelector = gevent.selectors.DefaultSelector  # type: ignore[attr-defined]
     waiting.wait = waiting.wait_select
 
 

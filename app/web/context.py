@@ -22,7 +22,9 @@ class BadRequestBody(Exception):
 
 
 def services() -> Services:
-    return current_app.extensions["ai_broker"]
+    wired = current_app.extensions["ai_broker"]
+    assert isinstance(wired, Services)
+    return wired
 
 
 def raw_json_body() -> tuple[bytes, dict[str, Any]]:

@@ -30,7 +30,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(StoreError)
     def store_error(exc: StoreError) -> ResponseReturnValue:
         log.error("store unavailable: %s", exc)
-        # 500, not 503: Chatwoot's agent bots retry a 429 or a 500 only (docs/chatwoot-contract.md §3).
+        # 500, not 503: Chatwoot's agent bots retry a 429 or a 500 only
+        # (docs/chatwoot-contract.md §3).
         return jsonify(error="store_unavailable", detail="not recorded; retry later"), 500
 
     @app.errorhandler(Exception)

@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app tasks console
+	$(BIN)/lint-imports
 
 # The console's browser test drives Debian's chromium (Playwright cannot download browsers here).
 chromium:

@@ -17,18 +17,20 @@ import redis
 
 from app.adapters.chatwoot import ChatwootClient
 from app.adapters.http_pool import PooledHttp
+from app.adapters.huey_queue import HueyJobQueue, build_huey, build_redis_pool
 from app.adapters.n8n import N8nClient
 from app.adapters.redis_intake import RedisIntake
 from app.adapters.slack import LogNotifier, SlackNotifier
 from app.config import ConfigError, Settings, initial_rollout
-from app.counters import BufferedCounters
 from app.domain.personas import PERSONAS
 from app.domain.reply_plan import ReplyPlanner
-from app.forwarding import N8N_CIRCUIT, CircuitBreaker, N8nForwarder
-from app.intake import WebhookIntake
-from app.leads import LeadIntake
-from app.operations import Operations
-from app.rollout import RolloutService
+from app.domain.webhook_auth import WebhookAuth
+from app.services.counters import BufferedCounters
+from app.services.forwarding import N8N_CIRCUIT, CircuitBreaker, N8nForwarder
+from app.services.intake import WebhookIntake
+from app.services.leads import LeadIntake
+from app.services.operations import Operations
+from app.services.rollout import RolloutService
 from app.store.analytics import Analytics, SqliteAnalytics
 from app.store.analytics_postgres import PostgresAnalytics
 from app.store.base import Store
@@ -36,13 +38,11 @@ from app.store.postgres import PostgresStore
 from app.store.psycopg_rpc import create_postgres_rpc
 from app.store.sqlite import SqliteStore
 from app.store.supabase import create_supabase_store
-from app.webhook_auth import WebhookAuth
-from tasks.queue import HueyJobQueue, build_huey, build_redis_pool
 
 if TYPE_CHECKING:
     # Imported where used: only workers need the openai SDK (about 20 MB per process).
     from app.adapters.llm import ReplyGenerator
-    from tasks.pipeline import ReplyPipeline
+    from app.services.pipeline import ReplyPipeline
 
 DEFAULT_BROKER_CAPACITY = 100
 # Idle connections the openai SDK's client keeps. httpcore checks every pooled connection on
@@ -168,7 +168,7 @@ class Services:
     def pipeline(self) -> ReplyPipeline:
         """The reply pipeline, built on first use (only worker processes need the LLM)."""
         if self._pipeline is None:
-            from tasks.pipeline import PipelineSettings, ReplyPipeline
+            from app.services.pipeline import PipelineSettings, ReplyPipeline
 
             self.settings.require_chatwoot()
             assert self.chatwoot is not None

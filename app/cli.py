@@ -53,7 +53,7 @@ def prepare_gevent_process() -> None:
 
 
 def _web(settings: Settings, _: argparse.Namespace) -> int:
-    from app.server import run_web
+    from app.web.server import run_web
 
     run_web(settings)
     return 0

@@ -11,11 +11,11 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import redis
 
+from app.adapters.huey_queue import build_huey
 from app.adapters.redis_intake import RedisIntake
 from app.bootstrap import build_chatwoot, build_generator, build_store
 from app.config import ConfigError, Settings
 from app.store.psycopg_rpc import dsn_location
-from tasks.queue import build_huey
 
 CHECK_TIMEOUT_S = 5.0
 

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from app.webhook_auth import sign
+from app.domain.webhook_auth import sign
 
 REQUEST_TIMEOUT_S = 30.0
 

@@ -7,10 +7,11 @@
 a small JSON object; `GET /healthz` answers 200. Nothing else: no signature check, no JSON
 parsing, no classification, no store, no counters, no logging per request.
 
-It is served by the receiver's own gunicorn set-up: `MinimalServer` is `app.server.ReceiverServer`
-with only `load()` changed, so the worker class (our gevent worker, `CONNECTIONS_PER_PROCESS`
-connections per process), process count (`WEB_CONCURRENCY`), keep-alive (5 s), timeouts, log
-level and the absent access log are exactly ours. Each forked worker opens its own Redis pool.
+It is served by the receiver's own gunicorn set-up: `MinimalServer` is
+`app.web.server.ReceiverServer` with only `load()` changed, so the worker class (our gevent
+worker, `CONNECTIONS_PER_PROCESS` connections per process), process count (`WEB_CONCURRENCY`),
+keep-alive (5 s), timeouts, log level and the absent access log are exactly ours.
+Each forked worker opens its own Redis pool.
 
 `BENCH_WORKER_MODEL=gthread` serves it the way the receiver was served before its evented
 worker (gunicorn gthread, 8 threads per process), so one run can compare both models.
@@ -41,7 +42,7 @@ from flask import Flask, request
 from flask.typing import ResponseReturnValue
 
 from app.config import Settings
-from app.server import ReceiverServer
+from app.web.server import ReceiverServer
 
 LIST_KEY = "minimal-endpoint:webhooks"
 

@@ -11,7 +11,7 @@ Redis's and managed Redis's default, so the minimal endpoint is as fast as it ca
 
 1. Webhook acknowledgement. Four servers, each started fresh for WEB_CONCURRENCY = 2 and 4:
    - `minimal`: bench/minimal_endpoint.py, Flask that LPUSHes the raw body to Redis and answers
-     200, served by our own gunicorn configuration (app.server.ReceiverServer: our gevent
+     200, served by our own gunicorn configuration (app.web.server.ReceiverServer: our gevent
      worker, WEB_CONCURRENCY processes, keep-alive 5 s);
    - `minimal-gthread`: the same on the receiver's former server model, gunicorn gthread with 8
      threads per process (the baseline the evented receiver is held to: 90 % of its throughput);
@@ -93,8 +93,8 @@ import httpx
 import redis
 
 from app.adapters.redis_intake import RedisIntake
+from app.domain.webhook_auth import sign
 from app.sandbox.llm import LLMSandbox
-from app.webhook_auth import sign
 from bench.measure import (
     CLOCK_TICKS,
     ProcessGroup,
@@ -990,7 +990,7 @@ def main() -> int:
         return serve_postgrest(
             Path(args.serve_postgrest), args.postgrest_pool, args.postgrest_server
         )
-    from app.server import CONNECTIONS_PER_PROCESS
+    from app.web.server import CONNECTIONS_PER_PROCESS
 
     sizes = QUICK if args.quick else FULL
     if args.e2e_stores:

@@ -25,9 +25,9 @@ from pathlib import Path
 from app.bootstrap import build_services, prepare_store
 from app.config import Settings
 from app.domain.rollout import RolloutChange, bucket
-from app.rollout import CACHE_TTL_S
+from app.domain.webhook_auth import sign
+from app.services.rollout import CACHE_TTL_S
 from app.web import create_app
-from app.webhook_auth import sign
 
 FIXTURE = (
     Path(__file__).resolve().parents[1]

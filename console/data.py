@@ -8,8 +8,8 @@
 - `st.cache_data(ttl=...)` holds the aggregates (charts, tables) for a few seconds; every action
   clears them, so an operator sees the effect of their own change at once.
 - Actions take the operator's identity and go through the operations service
-  (app/operations.py), the same one the admin API and the command line use, so each leaves the
-  same audit row whoever asked for it.
+  (app/services/operations.py), the same one the admin API and the command line use, so each
+  leaves the same audit row whoever asked for it.
 
 Pure rules (alerts, filters) live here too, as plain functions the tests call directly.
 """
@@ -37,10 +37,10 @@ from app.domain.circuit import Circuit, CircuitPosition
 from app.domain.health import BACKLOG_WARNING, PipelineHealth, guard_verdict, recommendations
 from app.domain.jobs import JobState
 from app.domain.rollout import RolloutChange, RolloutState, describe
-from app.guard import HEARTBEAT_STALE_S, pipeline_health
 from app.logs import configure_logging
-from app.operations import ActionResult
-from app.rollout import RollbackResult
+from app.services.guard import HEARTBEAT_STALE_S, pipeline_health
+from app.services.operations import ActionResult
+from app.services.rollout import RollbackResult
 from app.store.analytics import (
     Analytics,
     BrokerReplies,

@@ -999,7 +999,7 @@ def _llm_timeout(job_id: str, conversation_id: int) -> tuple[str, str]:
         _traceback(
             job_id,
             [
-                ("tasks/pipeline.py", 228, "_respond", "reply = self._generator.generate("),
+                ("app/services/pipeline.py", 228, "_respond", "reply = self._generator.generate("),
                 (
                     "app/adapters/llm.py",
                     82,
@@ -1028,7 +1028,12 @@ def _chatwoot_502(job_id: str, conversation_id: int) -> tuple[str, str]:
         _traceback(
             job_id,
             [
-                ("tasks/pipeline.py", 331, "_post_once", "sent = self._chatwoot.send_message("),
+                (
+                    "app/services/pipeline.py",
+                    331,
+                    "_post_once",
+                    "sent = self._chatwoot.send_message(",
+                ),
                 ("app/adapters/chatwoot.py", 188, "send_message", "return self._request("),
                 ("app/adapters/chatwoot.py", 142, "_request", "raise ChatwootError("),
             ],
@@ -1047,7 +1052,7 @@ def _rate_limited(job_id: str, conversation_id: int) -> tuple[str, str]:
         _traceback(
             job_id,
             [
-                ("tasks/pipeline.py", 228, "_respond", "reply = self._generator.generate("),
+                ("app/services/pipeline.py", 228, "_respond", "reply = self._generator.generate("),
                 (
                     "app/adapters/llm.py",
                     82,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import redis
 
 from app.adapters.redis_intake import KEEP_ALIVE_EVERY_S, BufferedInbound, Claimed, RedisIntake
-from app.intake import IntakeResult
+from app.services.intake import IntakeResult
 from app.store.base import StoreError
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import uuid
 
 from app.bootstrap import Services, build_notifier, build_services, prepare_store
 from app.config import Settings
-from app.forwarding import N8nWatchdog
-from app.guard import RolloutGuard
+from app.services.forwarding import N8nWatchdog
+from app.services.guard import RolloutGuard
 from app.store.models import ReapAction, WorkerHeartbeat
 from tasks.intake_drain import IntakeDrainer
 

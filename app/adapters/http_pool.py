@@ -8,8 +8,8 @@ connections, the proxy the environment names, certifi's certificate bundle as ht
 response read in full.
 
 There are no retries and no redirects here: the pipeline retries whole jobs, and its sends are
-idempotent (tasks/pipeline.py `_post_once`), so a retry inside the client would only stretch the
-worst case, as with the openai SDK's `max_retries=0`.
+idempotent (app/services/pipeline.py `_post_once`), so a retry inside the client would only
+stretch the worst case, as with the openai SDK's `max_retries=0`.
 """
 
 from __future__ import annotations

@@ -54,8 +54,8 @@ _OUTCOME_SQL = (
 )
 # A reply of the new pipeline that reached the customer: the guard's latency population.
 _ANSWERED_SQL = "kind = 'reply' AND route = 'new' AND state IN ('sent', 'handed_off')"
-# Why a message meant for n8n went to the new pipeline instead (app/intake.py, app/rollout.py,
-# the reaper); the same list is in migration 0009.
+# Why a message meant for n8n went to the new pipeline instead (app/services/intake.py,
+# app/services/rollout.py, the reaper); the same list is in migration 0009.
 N8N_FAILED_REASONS = ("n8n_failed", "n8n_circuit_open", "rollback_n8n_unavailable")
 _N8N_FAILED_SQL = ", ".join(f"'{reason}'" for reason in N8N_FAILED_REASONS)
 # The jobs finished in [?, ?), materialized first: left to itself the planner would walk the

@@ -21,7 +21,7 @@ from app.domain.rollout import (
     describe,
     guard_value_error,
 )
-from app.guard import HEARTBEAT_STALE_S, pipeline_health
+from app.services.guard import HEARTBEAT_STALE_S, pipeline_health
 from app.web.context import raw_json_body, services
 
 blueprint = Blueprint("admin", __name__, url_prefix="/api/admin")

@@ -8,9 +8,9 @@ import time
 from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 
-from app.guard import HEARTBEAT_STALE_S
-from app.metrics import render_metrics
+from app.services.guard import HEARTBEAT_STALE_S
 from app.web.context import services
+from app.web.metrics import render_metrics
 from app.web.openapi import DOCUMENT
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from app.domain.events import PayloadError
-from app.intake import WEBHOOK_COUNTER
+from app.services.intake import WEBHOOK_COUNTER
 from app.web.context import raw_json_body, services
 
 log = logging.getLogger(__name__)

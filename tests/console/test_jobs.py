@@ -7,12 +7,12 @@ from collections.abc import Callable
 
 from streamlit.testing.v1 import AppTest
 
+from app.adapters.huey_queue import build_huey
 from app.config import Settings
 from app.domain.jobs import JobState
 from app.domain.rollout import RolloutState
 from app.store.analytics import Analytics
 from app.store.base import Store
-from tasks.queue import build_huey
 from tests.console.conftest import OPERATOR, no_failures, table
 
 

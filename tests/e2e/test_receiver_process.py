@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.domain.webhook_auth import sign
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.llm import LLMSandbox
 from app.web import MAX_BODY_BYTES
-from app.webhook_auth import sign
 from tests.support.fixtures import chatwoot_fixture
 from tests.support.system import (
     WEBHOOK_SECRET,

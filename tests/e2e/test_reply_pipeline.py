@@ -11,8 +11,8 @@ import pytest
 
 from app.domain.jobs import JobState
 from app.domain.personas import failure_apology, fallback_reply, persona_by_slug
+from app.domain.webhook_auth import sign
 from app.sandbox.chatwoot import encode_webhook_body
-from app.webhook_auth import sign
 from tests.e2e.conftest import DELAY_SCALE
 from tests.support.system import FORM_TOKEN, WEBHOOK_SECRET, RunningSystem, wait_until
 

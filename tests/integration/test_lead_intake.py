@@ -12,8 +12,8 @@ from app.adapters.chatwoot import ChatwootClient
 from app.adapters.http_pool import PooledHttp
 from app.domain.lead import parse_lead_form
 from app.domain.personas import PERSONAS
-from app.leads import LeadIntake, LeadResult
 from app.sandbox.chatwoot import ChatwootSandbox
+from app.services.leads import LeadIntake, LeadResult
 from app.store.sqlite import SqliteStore
 from tests.support.fixtures import lead_form
 

@@ -26,14 +26,14 @@ from app.domain.circuit import COOLDOWN_S, FAILURE_THRESHOLD, CircuitPosition
 from app.domain.events import InboundMessage, Sender
 from app.domain.jobs import JobKind, JobState, ReplyJob
 from app.domain.rollout import GuardThresholds, RolloutChange, bucket
-from app.forwarding import N8N_CIRCUIT, CircuitBreaker, N8nWatchdog
-from app.guard import GUARD_ACTOR, RolloutGuard
-from app.rollout import CACHE_TTL_S
+from app.domain.webhook_auth import sign
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.n8n import SENDER as N8N_SENDER
 from app.sandbox.n8n import WEBHOOK_PATH, N8nSandbox
+from app.services.forwarding import N8N_CIRCUIT, CircuitBreaker, N8nWatchdog
+from app.services.guard import GUARD_ACTOR, RolloutGuard
+from app.services.rollout import CACHE_TTL_S
 from app.web import create_app
-from app.webhook_auth import sign
 from tests.support.fixtures import chatwoot_fixture
 
 SECRET = "migration-test-secret"

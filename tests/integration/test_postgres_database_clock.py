@@ -17,10 +17,10 @@ import pytest
 from app.domain.jobs import JobState
 from app.domain.personas import PERSONAS
 from app.domain.rollout import RolloutState
-from app.rollout import RolloutService
+from app.services.pipeline import SKEWED_CLOCK_RETRY_S, PipelineSettings, ReplyPipeline
+from app.services.rollout import RolloutService
 from app.store.models import ClaimStatus, SendGate
 from app.store.postgres import LeaseClock, PostgresStore, _send_window
-from tasks.pipeline import SKEWED_CLOCK_RETRY_S, PipelineSettings, ReplyPipeline
 from tests.integration.test_store_contract import running_job, waiting_job
 from tests.support.postgres import shared_supabase_bed
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from app.bootstrap import build_services, prepare_store
 from app.config import Settings
 from app.domain.lead import LeadFormError, parse_lead_form
+from app.domain.webhook_auth import sign
 from app.web import create_app
-from app.webhook_auth import sign
 from tests.support.fixtures import CHATWOOT_FIXTURES
 
 FIXTURES = CHATWOOT_FIXTURES

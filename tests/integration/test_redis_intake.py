@@ -29,12 +29,12 @@ from app.bootstrap import Services, build_services, prepare_store
 from app.config import Settings
 from app.domain.events import InboundMessage
 from app.domain.jobs import JobState
-from app.intake import IntakeResult
+from app.domain.webhook_auth import sign
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.n8n import WEBHOOK_PATH, N8nSandbox
+from app.services.intake import IntakeResult
 from app.store.analytics import SqliteAnalytics
 from app.web import create_app
-from app.webhook_auth import sign
 from tasks.intake_drain import IntakeDrainer
 from tests.support.fixtures import chatwoot_fixture
 from tests.support.redis_server import RedisServer

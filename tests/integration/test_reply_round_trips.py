@@ -18,17 +18,17 @@ import pytest
 from app.adapters.chatwoot import ChatwootClient
 from app.bootstrap import build_chatwoot, build_generator
 from app.config import Settings
-from app.counters import BufferedCounters
 from app.domain.jobs import JobState
 from app.domain.reply_plan import ReplyPlanner
 from app.domain.rollout import RolloutState
-from app.intake import WebhookIntake
-from app.rollout import RolloutService
 from app.sandbox.chatwoot import ChatwootSandbox
 from app.sandbox.llm import LLMSandbox
+from app.services.counters import BufferedCounters
+from app.services.intake import WebhookIntake
+from app.services.pipeline import PipelineSettings, ReplyPipeline
+from app.services.rollout import RolloutService
 from app.store.base import Store
 from app.store.postgres import PostgresStore
-from tasks.pipeline import PipelineSettings, ReplyPipeline
 from tests.integration import test_store_contract as contract
 from tests.integration.test_migration_control import customer_message
 

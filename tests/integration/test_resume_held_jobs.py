@@ -8,7 +8,7 @@ which the sandbox enforces as Supabase does), so 1,500 held jobs must all come b
 from __future__ import annotations
 
 from app.domain.rollout import RolloutState
-from app.rollout import RolloutService
+from app.services.rollout import RolloutService
 from app.store.base import Store
 from tests.integration import test_store_contract as contract
 from tests.integration.test_store_contract import T0, new_job, waiting_job

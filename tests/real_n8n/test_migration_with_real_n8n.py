@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from app.domain.rollout import bucket
+from app.domain.webhook_auth import WebhookAuth
 from app.sandbox.llm import LLMSandbox
-from app.webhook_auth import WebhookAuth
 from tests.support.migration import MigrationSystem
 from tests.support.real_n8n import N8N_VERSION, REFERENCE_PATH, STARTED, RealN8n
 from tests.support.system import WEBHOOK_SECRET, wait_until

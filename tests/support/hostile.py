@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.webhook_auth import sign
+from app.domain.webhook_auth import sign
 
 SECRET = "hostile-webhook-secret"
 FORM_TOKEN = "hostile-form-token"

@@ -20,18 +20,18 @@ import pytest
 from app.adapters.chatwoot import ChatwootUnavailable
 from app.adapters.llm import GeneratedReply
 from app.bootstrap import prepare_store
-from app.counters import BufferedCounters
 from app.domain.events import JOB_MARKER_KEY
 from app.domain.jobs import MAX_ATTEMPTS, JobState
 from app.domain.personas import failure_apology, persona_by_slug
 from app.domain.reply_plan import ReplyPlanner
 from app.domain.rollout import RolloutChange, RolloutState
-from app.forwarding import Handover
-from app.intake import WebhookIntake
-from app.rollout import RolloutService
+from app.services.counters import BufferedCounters
+from app.services.forwarding import Handover
+from app.services.intake import WebhookIntake
+from app.services.pipeline import PipelineSettings, ReplyPipeline
+from app.services.rollout import RolloutService
 from app.store.models import ConversationStatus
 from app.store.sqlite import SqliteStore
-from tasks.pipeline import PipelineSettings, ReplyPipeline
 from tests.support.fixtures import chatwoot_fixture
 
 START = 1_800_000_000.0

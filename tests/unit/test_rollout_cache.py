@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from app.domain.rollout import RolloutState
-from app.rollout import CACHE_TTL_S, STALE_WHILE_READING_S, RolloutService
+from app.services.rollout import CACHE_TTL_S, STALE_WHILE_READING_S, RolloutService
 from app.store.base import Store, StoreError
 
 
@@ -69,7 +69,7 @@ def test_past_the_stale_limit_every_caller_reads_and_an_outage_fails_them(
     rollout = service(store)
     rollout.current()
     later = time.monotonic() + STALE_WHILE_READING_S + 1
-    monkeypatch.setattr("app.rollout.time.monotonic", lambda: later)
+    monkeypatch.setattr("app.services.rollout.time.monotonic", lambda: later)
     store.down = True
 
     with pytest.raises(StoreError):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from app.domain.health import PipelineHealth, guard_verdict
-from app.rollout import RollbackResult, RolloutService
+from app.services.rollout import RollbackResult, RolloutService
 from app.store.base import RuntimeState
 
 log = logging.getLogger(__name__)

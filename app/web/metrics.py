@@ -7,9 +7,9 @@ from collections.abc import Iterable, Mapping
 
 from app.domain.circuit import Circuit, CircuitPosition
 from app.domain.rollout import RolloutState
-from app.forwarding import N8N_WATCHDOG_COUNTER
-from app.guard import HEARTBEAT_STALE_S
-from app.intake import WEBHOOK_COUNTER
+from app.services.forwarding import N8N_WATCHDOG_COUNTER
+from app.services.guard import HEARTBEAT_STALE_S
+from app.services.intake import WEBHOOK_COUNTER
 from app.store.base import Store
 
 LATENCY_BUCKETS_S = (1, 2, 3, 4, 5, 6, 8, 10, 15, 30, 60)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 from app.adapters.redis_intake import IntakeBufferError, RedisIntake
 from app.domain.rollout import RolloutChange, RolloutState
-from app.rollout import RollbackResult, RolloutService
+from app.ports import JobQueue
+from app.services.rollout import RollbackResult, RolloutService
 from app.store.analytics import Analytics
 from app.store.base import Store
 from app.store.models import Verdict
-from tasks.queue import JobQueue
 
 log = logging.getLogger(__name__)
 

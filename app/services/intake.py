@@ -30,7 +30,6 @@ import redis
 
 from app.adapters.n8n import forwarded_headers
 from app.adapters.redis_intake import BufferedInbound, PushOutcome
-from app.counters import BufferedCounters
 from app.domain.events import (
     EventAction,
     EventDecision,
@@ -43,11 +42,12 @@ from app.domain.events import (
 from app.domain.jobs import JobState, ReplyJob
 from app.domain.reply_plan import ReplyPlanner
 from app.domain.rollout import Route
-from app.forwarding import N8nForwarder
-from app.rollout import RolloutService
+from app.ports import JobQueue
+from app.services.counters import BufferedCounters
+from app.services.forwarding import N8nForwarder
+from app.services.rollout import RolloutService
 from app.store.base import Store
 from app.store.models import ConversationStatus, InboundStatus
-from tasks.queue import JobQueue
 
 log = logging.getLogger(__name__)
 

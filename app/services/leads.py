@@ -18,9 +18,9 @@ from app.adapters.chatwoot import ChatwootClient, ChatwootError
 from app.domain.jobs import JobState
 from app.domain.lead import LeadForm, LeadProfile, may_replace_profile, score_lead
 from app.domain.matching import choose_persona
+from app.ports import JobQueue
 from app.store.base import Store
 from app.store.models import Broker, BrokerConversation, ConversationStatus
-from tasks.queue import JobQueue
 
 log = logging.getLogger(__name__)
 

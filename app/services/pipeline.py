@@ -47,7 +47,9 @@ from app.domain.prompt import build_system_prompt
 from app.domain.reply_plan import ReplyPlanner
 from app.domain.rollout import bucket
 from app.domain.urgency import EscalationReason, escalation_reason
-from app.rollout import RolloutService
+from app.ports import JobQueue
+from app.services.lease import LeaseKeeper
+from app.services.rollout import RolloutService
 from app.store.base import Store, StoreError
 from app.store.models import (
     NOT_DUE,
@@ -56,8 +58,6 @@ from app.store.models import (
     ConversationStatus,
     SendGate,
 )
-from tasks.lease import LeaseKeeper
-from tasks.queue import JobQueue
 
 log = logging.getLogger(__name__)
 

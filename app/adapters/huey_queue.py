@@ -1,4 +1,5 @@
-"""The job queue: Huey (SqliteHuey by default, RedisHuey with REDIS_URL) and our two tasks.
+"""The job queue adapter: Huey (SqliteHuey by default, RedisHuey with REDIS_URL) and our two
+tasks, behind the JobQueue port (app/ports.py).
 
 Huey only moves job ids; the ledger holds the job. A task is `prepare(job_id)` (assign, hold
 capacity, decide the human-like delay) or `respond(job_id)` (claim, generate, send). Delays are
@@ -11,40 +12,19 @@ import datetime as dt
 import logging
 import sqlite3
 from collections.abc import Callable
-from typing import Protocol
 
 import redis
 from huey import Huey, RedisHuey, SqliteHuey
 from huey.storage import SqliteStorage
 
 from app.config import Settings
+from app.ports import IntakeBacklog, JobRunner
 
 log = logging.getLogger(__name__)
 
 QUEUE_NAME = "ai-broker"
 # Above Huey's blocking-pop timeout (1 s), so a dead Redis fails calls instead of hanging them.
 REDIS_SOCKET_TIMEOUT_S = 5.0
-
-
-class JobQueue(Protocol):
-    """Where the receiver and the pipeline hand job ids to the workers."""
-
-    def enqueue_prepare(self, job_id: str, *, at: float | None = None) -> None: ...
-    def enqueue_respond(self, job_id: str, *, at: float | None = None) -> None: ...
-
-
-class IntakeBacklog(Protocol):
-    """The intake buffer's counts (app/adapters/redis_intake.py)."""
-
-    def depth(self) -> int: ...
-    def rejected(self) -> int: ...
-
-
-class JobRunner(Protocol):
-    """What a worker does with a job id (the reply pipeline)."""
-
-    def prepare(self, job_id: str) -> None: ...
-    def respond(self, job_id: str) -> None: ...
 
 
 def build_redis_pool(settings: Settings) -> redis.ConnectionPool:

@@ -24,9 +24,9 @@ from app.domain.rollout import (
     Route,
     apply_change,
 )
-from app.forwarding import N8nForwarder
+from app.ports import JobQueue
+from app.services.forwarding import N8nForwarder
 from app.store.base import Store, StoreError
-from tasks.queue import JobQueue
 
 log = logging.getLogger(__name__)
 

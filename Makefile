@@ -28,7 +28,7 @@ chromium:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 test: lint chromium
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25
 
 # The pinned real n8n (and the Node it needs) from npm, into a cache outside the repository.
 n8n:

@@ -16,6 +16,7 @@ import httpx
 import redis
 
 from app.adapters.chatwoot import ChatwootClient
+from app.adapters.chatwoot_gateway import ChatwootGateway
 from app.adapters.http_pool import PooledHttp
 from app.adapters.huey_queue import HueyJobQueue, build_huey, build_redis_pool
 from app.adapters.n8n import N8nClient
@@ -25,6 +26,7 @@ from app.config import ConfigError, Settings, initial_rollout
 from app.domain.personas import PERSONAS
 from app.domain.reply_plan import ReplyPlanner
 from app.domain.webhook_auth import WebhookAuth
+from app.ports.chatwoot import Chatwoot
 from app.services.counters import BufferedCounters
 from app.services.forwarding import N8N_CIRCUIT, CircuitBreaker, N8nForwarder
 from app.services.intake import WebhookIntake
@@ -40,8 +42,7 @@ from app.store.sqlite import SqliteStore
 from app.store.supabase import create_supabase_store
 
 if TYPE_CHECKING:
-    # Imported where used: only workers need the openai SDK (about 20 MB per process).
-    from app.adapters.llm import ReplyGenerator
+    from app.adapters.llm import OpenAIReplyGenerator
     from app.services.pipeline import ReplyPipeline
 
 DEFAULT_BROKER_CAPACITY = 100
@@ -105,11 +106,12 @@ def build_chatwoot(settings: Settings, *, pool_size: int = 20) -> ChatwootClient
     )
 
 
-def build_generator(settings: Settings) -> ReplyGenerator:
+def build_generator(settings: Settings) -> OpenAIReplyGenerator:
+    # Imported here: only workers need the openai SDK (about 20 MB per process).
     import httpx2  # the HTTP library the openai SDK runs on
     import openai
 
-    from app.adapters.llm import ReplyGenerator
+    from app.adapters.llm import OpenAIReplyGenerator
 
     if not settings.openai_api_key:
         raise ConfigError("OPENAI_API_KEY is not set: the worker needs it to write replies")
@@ -127,7 +129,7 @@ def build_generator(settings: Settings) -> ReplyGenerator:
         ),
     )
     # No temperature: gpt-5 models accept only their default and answer 400 to any other.
-    return ReplyGenerator(
+    return OpenAIReplyGenerator(
         client, model=settings.openai_model, timeout_s=settings.llm_timeout_s, temperature=None
     )
 
@@ -158,7 +160,7 @@ class Services:
     counters: BufferedCounters
     rollout: RolloutService
     forwarder: N8nForwarder | None
-    chatwoot: ChatwootClient | None
+    chatwoot: Chatwoot | None
     leads: LeadIntake | None
     operations: Operations
     intake_buffer: RedisIntake | None = None
@@ -191,7 +193,8 @@ class Services:
 def build_services(settings: Settings, *, worker: bool = False) -> Services:
     store = build_store(settings)
     pool = settings.worker_concurrency + 8 if worker else 20
-    chatwoot = build_chatwoot(settings, pool_size=pool)
+    client = build_chatwoot(settings, pool_size=pool)
+    chatwoot = ChatwootGateway(client) if client is not None else None
     services: Services
 
     def pipeline() -> ReplyPipeline:

@@ -5,9 +5,9 @@ The plan runs a BullMQ worker with `concurrency: WORKER_CONCURRENCY` (3) whose j
 human-like delay with `analyzeMessageUrgency`, *sleeps it inside the worker*, generates the reply
 and posts it to Chatwoot. Here that is a Huey consumer (SqliteHuey, 3 thread workers, polling as
 tightly as our worker does) whose task does the same with this repository's own pieces:
-`analyze_message_urgency`, `time.sleep(delay)`, `ReplyGenerator` over the real `openai` client and
-`ChatwootClient.send_message`. The plan's Supabase calls (mark busy, metrics, release capacity) are
-left out, which only flatters the reference.
+`analyze_message_urgency`, `time.sleep(delay)`, `OpenAIReplyGenerator` over the real `openai`
+client and `ChatwootClient.send_message`. The plan's Supabase calls (mark busy, metrics, release
+capacity) are left out, which only flatters the reference.
 
 The benchmark starts this file as its own process and enqueues jobs with `build_queue(path)`:
 
@@ -28,7 +28,7 @@ from huey import SqliteHuey
 
 from app.adapters.chatwoot import ChatwootClient
 from app.adapters.http_pool import PooledHttp
-from app.adapters.llm import ReplyGenerator
+from app.adapters.llm import OpenAIReplyGenerator
 from app.domain.events import JOB_MARKER_KEY
 from app.domain.personas import fallback_reply, persona_by_slug
 from app.domain.prompt import build_system_prompt
@@ -58,7 +58,7 @@ def build_queue(path: Path, handler: Callable[[Job], None] | None = None) -> tup
 class ReferenceWorker:
     """processConversationJob, minus the Supabase bookkeeping."""
 
-    def __init__(self, chatwoot: ChatwootClient, generator: ReplyGenerator) -> None:
+    def __init__(self, chatwoot: ChatwootClient, generator: OpenAIReplyGenerator) -> None:
         self._chatwoot = chatwoot
         self._generator = generator
 
@@ -96,7 +96,7 @@ def main() -> None:
         api_token=args.api_token,
         bot_token=args.bot_token,
     )
-    generator = ReplyGenerator(
+    generator = OpenAIReplyGenerator(
         openai.OpenAI(api_key="sandbox-key", base_url=args.llm_url, max_retries=0, timeout=20.0),
         model="gpt-5-mini",
     )

@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 import redis
 
-from app.adapters.redis_intake import KEEP_ALIVE_EVERY_S, BufferedInbound, Claimed, RedisIntake
+from app.adapters.redis_intake import KEEP_ALIVE_EVERY_S, Claimed, RedisIntake
+from app.domain.intake_entry import BufferedInbound
 from app.services.intake import IntakeResult
 from app.store.base import StoreError
 

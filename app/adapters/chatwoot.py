@@ -1,4 +1,6 @@
-"""Chatwoot REST client: the few endpoints the broker uses, with Chatwoot's errors mapped to ours.
+"""Chatwoot REST client: the few endpoints the broker uses, with Chatwoot's errors mapped to the
+port's (app/ports/chatwoot.py). It speaks JSON; the port's implementation over it, which reads
+that JSON into the domain's values, is chatwoot_gateway.py.
 
 Paths, payload shapes, token rules and error bodies follow docs/chatwoot-contract.md §4.
 Two tokens: the *user* token (agent or admin) reads contacts, conversations and message history;
@@ -23,6 +25,14 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from app.adapters.http_pool import HttpFailure, HttpReply, PooledHttp
+from app.ports.chatwoot import (
+    ChatwootAuthError,
+    ChatwootError,
+    ChatwootNotFound,
+    ChatwootRateLimited,
+    ChatwootUnavailable,
+    ChatwootValidationError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,72 +45,6 @@ MESSAGE_FLOOD_TEXT = "too many messages"
 # Chatwoot's message finder returns 20 messages per page without `after`.
 MESSAGES_PAGE_SIZE = 20
 CONVERSATION_STATUSES = frozenset({"open", "resolved", "pending", "snoozed"})
-
-
-class ChatwootError(Exception):
-    """A Chatwoot call failed. The message is safe to log: it never contains a token or a body."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        retryable: bool = False,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
-class ChatwootAuthError(ChatwootError):
-    """401: bad token, bot token on a user-only endpoint, Pundit refusal or suspended account."""
-
-    def __init__(self, message: str, *, status: int | None = 401) -> None:
-        super().__init__(message, status=status, retryable=False)
-
-
-class ChatwootNotFound(ChatwootError):
-    """404: the contact, conversation or account does not exist (or is not visible to the token)."""
-
-    def __init__(self, message: str, *, status: int | None = 404) -> None:
-        super().__init__(message, status=status, retryable=False)
-
-
-class ChatwootValidationError(ChatwootError):
-    """422: a validation failure (`attributes` names the fields) or a rejected parameter.
-
-    The message-flood 422 ("Too many messages") is the one retryable case: it clears in a minute.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        attributes: list[str] | None = None,
-        retryable: bool = False,
-        retry_after: float | None = None,
-        status: int | None = 422,
-    ) -> None:
-        super().__init__(message, status=status, retryable=retryable, retry_after=retry_after)
-        self.attributes: list[str] = list(attributes or [])
-
-
-class ChatwootRateLimited(ChatwootError):
-    """429 from Rack::Attack (plain-text "Retry later"); `retry_after` from the header if sent."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message, status=429, retryable=True, retry_after=retry_after)
-
-
-class ChatwootUnavailable(ChatwootError):
-    """5xx, timeout, connection failure or a 2xx that is not JSON: worth retrying later."""
-
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
-    ) -> None:
-        super().__init__(message, status=status, retryable=True, retry_after=retry_after)
 
 
 class ChatwootClient:

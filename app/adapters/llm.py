@@ -19,30 +19,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from app.domain.conversation import ChatTurn
+from app.ports.replies import GeneratedReply
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class GeneratedReply:
-    """What the broker will say. `fallback_reason` is a stable code when `used_fallback`."""
-
-    text: str
-    used_fallback: bool
-    fallback_reason: str | None
-    latency_ms: float
-    model: str
-
-
-class ReplyGenerator:
-    """Generates one broker reply per call with the configured model."""
+class OpenAIReplyGenerator:
+    """The reply generator port (app/ports/replies.py) over an OpenAI-compatible API: one broker
+    reply per call with the configured model."""
 
     def __init__(
         self,

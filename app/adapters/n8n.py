@@ -13,38 +13,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import httpx
 
+from app.domain.forwarding import forwarded_headers
+from app.ports.n8n import ForwardResult
+
 log = logging.getLogger(__name__)
 
-# Chatwoot's request headers that n8n gets as they came; hop-by-hop ones (Host,
-# Content-Length, Connection) are the HTTP client's to set.
-FORWARDED_HEADER_PREFIX = "x-chatwoot-"
-FORWARDED_HEADERS = ("content-type", "user-agent")
 # While it starts, n8n answers every webhook 200 with this page before any workflow runs.
 STARTING_UP_MARKER = "n8n is starting up"
 
 
-@dataclass(frozen=True)
-class ForwardResult:
-    accepted: bool
-    status: int | None
-    latency_ms: float
-    error: str | None = None
-
-
-def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The headers of Chatwoot's request that go to n8n with its body."""
-    return {
-        name: value
-        for name, value in headers.items()
-        if name.lower().startswith(FORWARDED_HEADER_PREFIX) or name.lower() in FORWARDED_HEADERS
-    }
-
-
 class N8nClient:
+    """The n8n port (app/ports/n8n.py) over HTTP."""
+
     def __init__(self, http: httpx.Client, *, url: str) -> None:
         self._http = http
         self._url = url

@@ -15,21 +15,13 @@ slot on a Redis Cluster too.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from dataclasses import dataclass
 
 import redis
 
-from app.domain.events import InboundMessage
-
-
-class IntakeBufferError(Exception):
-    """Redis failed an operator's request to the buffer; the message says what happened."""
-
+from app.domain.intake_entry import BufferedInbound, PushOutcome
+from app.ports.intake_buffer import IntakeBufferError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +30,6 @@ DEDUPE_TTL_S = 86_400
 # liveness every KEEP_ALIVE_EVERY_S.
 CLAIM_LIVENESS_S = 10
 KEEP_ALIVE_EVERY_S = 2.0
-ENTRY_VERSION = 1
 
 # KEYS: message-id key, delivery-id key (or ""), intake list. ARGV: ttl, entry.
 _PUSH = """
@@ -67,55 +58,6 @@ for i = 1, tonumber(ARGV[1]) do
 end
 return moved
 """
-
-
-class PushOutcome(StrEnum):
-    ACCEPTED = "accepted"
-    DELIVERY_ALREADY_RECEIVED = "delivery_already_received"
-    MESSAGE_ALREADY_RECEIVED = "message_already_received"
-
-
-@dataclass(frozen=True)
-class BufferedInbound:
-    """A customer message accepted by a receiver and not yet in the ledger. `headers` are the
-    `X-Chatwoot-*` headers, kept so a message re-routed to n8n is forwarded as Chatwoot sent it."""
-
-    message: InboundMessage
-    delivery_id: str | None
-    received_at: float
-    payload: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def encode(self) -> bytes:
-        """A one-line JSON header, a newline, then the webhook body as received: the body is
-        not escaped into the JSON, which would cost more than everything else the receiver
-        does with it."""
-        header = {
-            "v": ENTRY_VERSION,
-            "message": self.message.__dict__,
-            "delivery_id": self.delivery_id,
-            "received_at": self.received_at,
-            "headers": dict(self.headers),
-        }
-        return json.dumps(header, separators=(",", ":")).encode() + b"\n" + self.payload
-
-    @classmethod
-    def decode(cls, raw: bytes) -> BufferedInbound:
-        """Raises ValueError for an entry this version cannot read."""
-        head, newline, payload = raw.partition(b"\n")
-        try:
-            data: dict[str, Any] = json.loads(head)
-            if data.get("v") != ENTRY_VERSION or not newline:
-                raise ValueError(f"intake entry version {data.get('v')!r}")
-            return cls(
-                message=InboundMessage(**data["message"]),
-                delivery_id=data["delivery_id"],
-                received_at=float(data["received_at"]),
-                payload=payload,
-                headers=data.get("headers") or {},
-            )
-        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"unreadable intake entry: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -156,15 +98,18 @@ class RedisIntake:
 
     # -- receiver side -------------------------------------------------------------------------
     def push(self, entry: BufferedInbound) -> PushOutcome:
-        """Dedupe and enqueue atomically. Raises redis.RedisError when Redis cannot take it."""
+        """Dedupe and enqueue atomically. Raises IntakeBufferError when Redis cannot take it."""
         message_key = f"{self._prefix}:seen:message:{entry.message.message_id}"
         delivery_key = ""
         if entry.delivery_id:
             delivery_key = f"{self._prefix}:seen:delivery:{entry.delivery_id}"
-        outcome = self._push(
-            keys=[message_key, delivery_key, self.pending_key],
-            args=[DEDUPE_TTL_S, entry.encode()],
-        )
+        try:
+            outcome = self._push(
+                keys=[message_key, delivery_key, self.pending_key],
+                args=[DEDUPE_TTL_S, entry.encode()],
+            )
+        except redis.RedisError as exc:
+            raise IntakeBufferError(f"{type(exc).__name__}: {exc}") from exc
         return PushOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
 
     # -- worker side ---------------------------------------------------------------------------

@@ -7,25 +7,22 @@ templates (forms and cards, not conversation).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
+from app.domain.chatwoot import ChatMessage, MessageKind
 from app.domain.conversation import ChatTurn, Role
 from app.domain.events import JOB_MARKER_KEY
 
 DEFAULT_LIMIT = 20
 
-# In REST responses `message_type` is an integer (docs/chatwoot-contract.md §5); the webhook's
-# string names are accepted too, so the same code reads `conversation.messages[]` and webhooks.
-_ROLE_BY_MESSAGE_TYPE: dict[int | str, Role] = {
-    0: "user",
-    1: "assistant",
-    "incoming": "user",
-    "outgoing": "assistant",
+_ROLE_BY_KIND: dict[MessageKind, Role] = {
+    MessageKind.INCOMING: "user",
+    MessageKind.OUTGOING: "assistant",
 }
 
 
 def history_from_messages(
-    messages: Sequence[Mapping[str, object]], *, limit: int = DEFAULT_LIMIT
+    messages: Sequence[ChatMessage], *, limit: int = DEFAULT_LIMIT
 ) -> list[ChatTurn]:
     """The last `limit` public turns, oldest first (the order Chatwoot lists them in)."""
     if limit <= 0:
@@ -34,35 +31,24 @@ def history_from_messages(
     return turns[-limit:]
 
 
-def _turn(message: object) -> ChatTurn | None:
-    if not isinstance(message, Mapping):
+def _turn(message: ChatMessage) -> ChatTurn | None:
+    role = _ROLE_BY_KIND.get(message.kind) if message.kind is not None else None
+    if role is None or message.private:
         return None
-    message_type = message.get("message_type")
-    # bool is an int subclass: `True` would otherwise read as "outgoing".
-    if isinstance(message_type, bool) or not isinstance(message_type, int | str):
+    if message.content is None or not message.content.strip():
         return None
-    role = _ROLE_BY_MESSAGE_TYPE.get(message_type)
-    if role is None or message.get("private") not in (False, None):
-        return None
-    content = message.get("content")
-    if not isinstance(content, str) or not content.strip():
-        return None
-    return ChatTurn(role=role, content=content.strip())
+    return ChatTurn(role=role, content=message.content.strip())
 
 
-def answered_after(messages: Sequence[Mapping[str, object]], message_id: int) -> bool:
+def answered_after(messages: Sequence[ChatMessage], message_id: int) -> bool:
     """Whether someone else (n8n, a human) already posted a public reply after `message_id`.
 
     Used before the new pipeline answers a message that n8n may have answered after all (a
     forward whose outcome was never recorded), so the customer does not get two answers."""
-    for message in messages:
-        if not isinstance(message, Mapping):
-            continue
-        identifier = message.get("id")
-        later = isinstance(identifier, int) and identifier > message_id
-        outgoing = message.get("message_type") in (1, "outgoing")
-        attributes = message.get("content_attributes")
-        ours = isinstance(attributes, Mapping) and JOB_MARKER_KEY in attributes
-        if later and outgoing and message.get("private") is False and not ours:
-            return True
-    return False
+    return any(
+        message.id > message_id
+        and message.kind is MessageKind.OUTGOING
+        and not message.private
+        and JOB_MARKER_KEY not in message.content_attributes
+        for message in messages
+    )

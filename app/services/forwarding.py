@@ -12,9 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.adapters.n8n import ForwardResult, N8nClient
 from app.domain.circuit import COOLDOWN_S, Circuit, admit, record
 from app.domain.jobs import ReplyJob
+from app.ports.n8n import ForwardResult, N8nWorkflow
 from app.store.base import CircuitRecords, JobLedger, RuntimeState
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Handover:
 
 
 class N8nForwarder:
-    def __init__(self, client: N8nClient, breaker: CircuitBreaker) -> None:
+    def __init__(self, client: N8nWorkflow, breaker: CircuitBreaker) -> None:
         self._client = client
         self.breaker = breaker
 

@@ -24,12 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
-import redis
-
-from app.adapters.n8n import forwarded_headers
-from app.adapters.redis_intake import BufferedInbound, PushOutcome
 from app.domain.events import (
     EventAction,
     EventDecision,
@@ -39,10 +34,13 @@ from app.domain.events import (
     foreign_reply_text,
     sender_of,
 )
+from app.domain.forwarding import forwarded_headers
+from app.domain.intake_entry import BufferedInbound, PushOutcome
 from app.domain.jobs import JobState, ReplyJob
 from app.domain.reply_plan import ReplyPlanner
 from app.domain.rollout import Route
 from app.ports import JobQueue
+from app.ports.intake_buffer import IntakeBuffer, IntakeBufferError
 from app.services.counters import BufferedCounters
 from app.services.forwarding import N8nForwarder
 from app.services.rollout import RolloutService
@@ -52,10 +50,6 @@ from app.store.models import ConversationStatus, InboundStatus
 log = logging.getLogger(__name__)
 
 WEBHOOK_COUNTER = "webhooks"
-
-
-class IntakeBuffer(Protocol):
-    def push(self, entry: BufferedInbound) -> PushOutcome: ...
 
 
 @dataclass(frozen=True)
@@ -183,7 +177,7 @@ class WebhookIntake:
         )
         try:
             outcome = self._buffer.push(entry)
-        except redis.RedisError as exc:
+        except IntakeBufferError as exc:
             log.warning("intake buffer unavailable (%s); recording in the ledger", exc)
             return self._to_pipeline(message, raw, headers, delivery_id, reason=None)
         if outcome is PushOutcome.ACCEPTED:

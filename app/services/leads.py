@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.adapters.chatwoot import ChatwootClient, ChatwootError
+from app.domain.chatwoot import Contact, RemoteConversation
 from app.domain.jobs import JobState
 from app.domain.lead import LeadForm, LeadProfile, may_replace_profile, score_lead
 from app.domain.matching import choose_persona
 from app.ports import JobQueue
+from app.ports.chatwoot import Chatwoot, ChatwootError
 from app.store.base import Store
 from app.store.models import Broker, BrokerConversation, ConversationStatus
 
@@ -61,7 +62,7 @@ class LeadIntake:
         self,
         store: Store,
         queue: JobQueue,
-        chatwoot: ChatwootClient,
+        chatwoot: Chatwoot,
         *,
         inbox_id: int,
         clock: Callable[[], float] = time.time,
@@ -83,7 +84,7 @@ class LeadIntake:
             inbox_id=self._inbox_id,
             custom_attributes={"lead_score": score, "loan_type": form.loan_type},
         )
-        contact_id = int(contact["id"])
+        contact_id = contact.id
         existing = self._open_conversation(contact_id)
         attributes = {
             "lead_source": "website",
@@ -98,7 +99,7 @@ class LeadIntake:
             )
         else:
             conversation = existing
-        conversation_id = int(conversation["id"])
+        conversation_id = conversation.id
         now = self._clock()
         proven = self._proves_same_person(form, conversation_id, contact)
         profile = LeadProfile.from_form(form, score)
@@ -136,15 +137,13 @@ class LeadIntake:
             profile="saved" if proven else "kept",
         )
 
-    def _proves_same_person(
-        self, form: LeadForm, conversation_id: int, contact: Mapping[str, Any]
-    ) -> bool:
+    def _proves_same_person(self, form: LeadForm, conversation_id: int, contact: Contact) -> bool:
         current = self._store.get_conversation(conversation_id)
         return may_replace_profile(
             form,
             current.lead_profile if current is not None else None,
-            email_on_record=_text_or_none(contact.get("email")),
-            phone_on_record=_text_or_none(contact.get("phone_number")),
+            email_on_record=contact.email,
+            phone_on_record=contact.phone_number,
         )
 
     def _note_unproven_submission(self, conversation_id: int, form: LeadForm) -> None:
@@ -166,36 +165,27 @@ class LeadIntake:
                 "conversation=%s note on an unproven lead form not posted: %s", conversation_id, exc
             )
 
-    def _open_conversation(self, contact_id: int) -> dict[str, Any] | None:
+    def _open_conversation(self, contact_id: int) -> RemoteConversation | None:
         candidates = [
             c
             for c in self._chatwoot.contact_conversations(contact_id)
-            if c.get("inbox_id") == self._inbox_id and c.get("status") in _REUSABLE_STATUSES
+            if c.inbox_id == self._inbox_id and c.status in _REUSABLE_STATUSES
         ]
         # Chatwoot lists them by last activity, newest first.
         return candidates[0] if candidates else None
 
     def _greeting_skip_reason(
-        self, conversation: Mapping[str, Any], reused: bool, assignment: BrokerConversation
+        self, conversation: RemoteConversation, reused: bool, assignment: BrokerConversation
     ) -> str | None:
         if not reused:
             return None
-        if (
-            assignment.status is not ConversationStatus.BOT
-            or conversation.get("status") != "pending"
-        ):
+        if assignment.status is not ConversationStatus.BOT or conversation.status != "pending":
             return "conversation is with a human"
         if assignment.greeting_job_id:
             greeting = self._store.get_job(assignment.greeting_job_id)
             if greeting is not None and greeting.state not in _DEAD_GREETING_STATES:
                 return "greeting already sent or queued"
-        last = conversation.get("last_non_activity_message")
-        if isinstance(last, Mapping):
-            created = last.get("created_at")
-            if isinstance(created, int | float) and self._clock() - created < RECENT_ACTIVITY_S:
-                return "customer recently active"
+        last = conversation.last_message_at
+        if last is not None and self._clock() - last < RECENT_ACTIVITY_S:
+            return "customer recently active"
         return None
-
-
-def _text_or_none(value: object) -> str | None:
-    return value if isinstance(value, str) and value.strip() else None

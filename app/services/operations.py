@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.adapters.redis_intake import IntakeBufferError, RedisIntake
 from app.domain.rollout import RolloutChange, RolloutState
 from app.ports import JobQueue
+from app.ports.intake_buffer import IntakeBufferError, ParkedIntake
 from app.services.rollout import RollbackResult, RolloutService
 from app.store.analytics import Analytics
 from app.store.base import Store
@@ -43,7 +43,7 @@ class Operations:
         analytics: Analytics,
         queue: JobQueue,
         rollout: RolloutService,
-        intake_buffer: RedisIntake | None,
+        intake_buffer: ParkedIntake | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store

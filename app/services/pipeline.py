@@ -17,12 +17,11 @@ import logging
 import random
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.adapters.chatwoot import ChatwootClient, ChatwootError
-from app.adapters.llm import GeneratedReply, ReplyGenerator
+from app.domain.chatwoot import ChatMessage, RemoteConversation
 from app.domain.events import JOB_MARKER_KEY
 from app.domain.history import answered_after, history_from_messages
 from app.domain.jobs import (
@@ -48,6 +47,8 @@ from app.domain.reply_plan import ReplyPlanner
 from app.domain.rollout import bucket
 from app.domain.urgency import EscalationReason, escalation_reason
 from app.ports import JobQueue
+from app.ports.chatwoot import ChatwootError, Conversations
+from app.ports.replies import GeneratedReply, ReplyGenerator
 from app.services.lease import LeaseKeeper
 from app.services.rollout import RolloutService
 from app.store.base import Store, StoreError
@@ -89,7 +90,7 @@ class ReplyPipeline:
         self,
         *,
         store: Store,
-        chatwoot: ChatwootClient,
+        chatwoot: Conversations,
         generator: ReplyGenerator,
         queue: JobQueue,
         rollout: RolloutService,
@@ -270,7 +271,7 @@ class ReplyPipeline:
 
         escalation = _escalation(batch)
         used_fallback, fallback_reason = False, None
-        messages: list[dict[str, Any]] = []
+        messages: list[ChatMessage] = []
         if job.kind is JobKind.REPLY:
             messages = self._chatwoot.list_messages(job.conversation_id)
             newest_inbound = max(j.inbound_message_id or 0 for j in batch)
@@ -325,7 +326,7 @@ class ReplyPipeline:
         batch: Sequence[ReplyJob],
         persona: BrokerPersona,
         conversation: BrokerConversation,
-        messages: Sequence[Mapping[str, Any]],
+        messages: Sequence[ChatMessage],
     ) -> GeneratedReply:
         history = history_from_messages(messages)
         lead = (
@@ -360,11 +361,11 @@ class ReplyPipeline:
             )
             if existing is not None:
                 log.info("job=%s reply %s already in Chatwoot; not posting again", job.id, marker)
-                return int(existing["id"])
+                return existing.id
         sent = self._chatwoot.send_message(
             job.conversation_id, text, private=private, content_attributes={JOB_MARKER_KEY: marker}
         )
-        return int(sent["id"])
+        return sent.id
 
     def _start_send(self, job: ReplyJob) -> ReplyJob:
         """The job as it was before its send stamp, once the send rate allows a post."""
@@ -541,26 +542,21 @@ def _escalation(batch: Sequence[ReplyJob]) -> EscalationReason | None:
     return None
 
 
-def _human_takeover_reason(remote: Mapping[str, Any]) -> str | None:
+def _human_takeover_reason(remote: RemoteConversation) -> str | None:
     """Why Chatwoot says the conversation is no longer the bot's, or None
     (docs/chatwoot-contract.md §6)."""
-    custom = remote.get("custom_attributes") or {}
-    if isinstance(custom, Mapping) and custom.get("broker_status") == HANDOFF_STATUS:
+    if remote.custom_attributes.get("broker_status") == HANDOFF_STATUS:
         return "handoff_requested"
-    meta = remote.get("meta") or {}
-    if isinstance(meta, Mapping) and meta.get("assignee_type") == "User":
+    if remote.assignee_type == "User":
         return "human_assigned"
-    status = remote.get("status")
-    if status != "pending":
-        return f"conversation_{status}"
+    if remote.status != "pending":
+        return f"conversation_{remote.status}"
     return None
 
 
-def _customer_name(remote: Mapping[str, Any], conversation: BrokerConversation) -> str:
-    meta = remote.get("meta") or {}
-    sender = meta.get("sender") if isinstance(meta, Mapping) else None
-    if isinstance(sender, Mapping) and isinstance(sender.get("name"), str):
-        return str(sender["name"])
+def _customer_name(remote: RemoteConversation, conversation: BrokerConversation) -> str:
+    if remote.contact_name is not None:
+        return remote.contact_name
     if conversation.lead_profile:
         return LeadProfile.from_dict(conversation.lead_profile).name
     return ""

@@ -8,8 +8,8 @@ import logging
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from app.adapters.chatwoot import ChatwootError
 from app.domain.lead import LeadFormError, parse_lead_form
+from app.ports.chatwoot import ChatwootError
 from app.web.context import raw_json_body, services
 
 log = logging.getLogger(__name__)

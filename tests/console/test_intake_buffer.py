@@ -16,8 +16,9 @@ import pytest
 import redis
 from streamlit.testing.v1 import AppTest
 
-from app.adapters.redis_intake import BufferedInbound, Claimed, RedisIntake
+from app.adapters.redis_intake import Claimed, RedisIntake
 from app.domain.events import InboundMessage
+from app.domain.intake_entry import BufferedInbound
 from app.store.analytics import Analytics
 from app.store.base import Store
 from console import auth, data

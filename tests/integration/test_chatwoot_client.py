@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from app.adapters.chatwoot import (
+from app.adapters.chatwoot import ChatwootClient
+from app.adapters.http_pool import PooledHttp
+from app.ports.chatwoot import (
     ChatwootAuthError,
-    ChatwootClient,
     ChatwootError,
     ChatwootNotFound,
     ChatwootRateLimited,
     ChatwootUnavailable,
     ChatwootValidationError,
 )
-from app.adapters.http_pool import PooledHttp
 from app.sandbox.chatwoot import ChatwootSandbox
 
 ACCOUNT_ID = 3

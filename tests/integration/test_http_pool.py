@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from app.adapters.chatwoot import ChatwootClient, ChatwootError
+from app.adapters.chatwoot import ChatwootClient
 from app.adapters.http_pool import HttpFailure, PooledHttp
+from app.ports.chatwoot import ChatwootError
 
 
 @dataclass

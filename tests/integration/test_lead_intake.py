@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.adapters.chatwoot import ChatwootClient
+from app.adapters.chatwoot_gateway import ChatwootGateway
 from app.adapters.http_pool import PooledHttp
 from app.domain.lead import parse_lead_form
 from app.domain.personas import PERSONAS
@@ -57,7 +58,7 @@ def intake(
         api_token="sandbox-user-token",
         bot_token="sandbox-bot-token",
     )
-    yield LeadIntake(store, queue, client, inbox_id=chatwoot.inbox_id)
+    yield LeadIntake(store, queue, ChatwootGateway(client), inbox_id=chatwoot.inbox_id)
     http.close()
 
 

@@ -24,10 +24,11 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from app.adapters.redis_intake import BufferedInbound, PushOutcome, RedisIntake
+from app.adapters.redis_intake import RedisIntake
 from app.bootstrap import Services, build_services, prepare_store
 from app.config import Settings
 from app.domain.events import InboundMessage
+from app.domain.intake_entry import BufferedInbound, PushOutcome
 from app.domain.jobs import JobState
 from app.domain.webhook_auth import sign
 from app.sandbox.chatwoot import ChatwootSandbox

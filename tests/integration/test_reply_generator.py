@@ -1,4 +1,5 @@
-"""ReplyGenerator with the real openai SDK against the LLM sandbox: replies, prompts, fallbacks."""
+"""OpenAIReplyGenerator with the real openai SDK against the LLM sandbox: replies, prompts and
+fallbacks."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import httpx2
 import openai
 import pytest
 
-from app.adapters.llm import GeneratedReply, ReplyGenerator
+from app.adapters.llm import OpenAIReplyGenerator
 from app.domain.conversation import ChatTurn
+from app.ports.replies import GeneratedReply
 from app.sandbox.llm import LLMSandbox
 
 MODEL = "gpt-5-mini"
@@ -69,12 +71,12 @@ def sdk_client(url: str, *, http: RecordingHttp | None = None) -> openai.OpenAI:
     )
 
 
-def generator(llm: LLMSandbox, **options: Any) -> ReplyGenerator:
+def generator(llm: LLMSandbox, **options: Any) -> OpenAIReplyGenerator:
     http = options.pop("http", None)
-    return ReplyGenerator(sdk_client(llm.url, http=http), model=MODEL, **options)
+    return OpenAIReplyGenerator(sdk_client(llm.url, http=http), model=MODEL, **options)
 
 
-def generate(reply_generator: ReplyGenerator, **overrides: Any) -> GeneratedReply:
+def generate(reply_generator: OpenAIReplyGenerator, **overrides: Any) -> GeneratedReply:
     arguments: dict[str, Any] = {
         "system_prompt": SYSTEM_PROMPT,
         "history": HISTORY,
@@ -205,7 +207,7 @@ def test_falls_back_on_a_rejected_api_key(llm: LLMSandbox) -> None:
 def test_falls_back_when_the_server_is_unreachable() -> None:
     with LLMSandbox(port=0) as stopped_soon:
         url = stopped_soon.url
-    reply_generator = ReplyGenerator(sdk_client(url), model=MODEL, timeout_s=2)
+    reply_generator = OpenAIReplyGenerator(sdk_client(url), model=MODEL, timeout_s=2)
 
     reply = generate(reply_generator)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from app.adapters.chatwoot import ChatwootClient
+from app.adapters.chatwoot_gateway import ChatwootGateway
 from app.bootstrap import build_chatwoot, build_generator
 from app.config import Settings
 from app.domain.jobs import JobState
@@ -84,7 +84,7 @@ class CountingRpc:
 class RecordingChatwoot:
     """The real client; its posts are written into the log, to place them among store calls."""
 
-    def __init__(self, inner: ChatwootClient, log: Log) -> None:
+    def __init__(self, inner: ChatwootGateway, log: Log) -> None:
         self._inner = inner
         self._log = log
 
@@ -150,7 +150,7 @@ def system(
     )
     pipeline = ReplyPipeline(
         store=counted,
-        chatwoot=RecordingChatwoot(client, log),  # type: ignore[arg-type]
+        chatwoot=RecordingChatwoot(ChatwootGateway(client), log),  # type: ignore[arg-type]
         generator=build_generator(settings),
         queue=queue,
         rollout=rollout,

@@ -1,17 +1,41 @@
+import itertools
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
+from app.adapters.chatwoot_gateway import read_message
+from app.domain.chatwoot import ChatMessage, MessageKind
 from app.domain.conversation import ChatTurn
-from app.domain.history import history_from_messages
+from app.domain.events import JOB_MARKER_KEY
+from app.domain.history import answered_after
+from app.domain.history import history_from_messages as history_of
 from tests.support.fixtures import CHATWOOT_FIXTURES
 
 LIST_MESSAGES = CHATWOOT_FIXTURES / "api" / "list_messages.json"
+_IDS = itertools.count(1)
 
 
 def item(message_type: object, content: object, **extra: Any) -> dict[str, Any]:
-    return {"message_type": message_type, "content": content, "private": False, **extra}
+    return {
+        "id": next(_IDS),
+        "message_type": message_type,
+        "content": content,
+        "private": False,
+        **extra,
+    }
+
+
+def history_from_messages(raws: Sequence[object], **options: int) -> list[ChatTurn]:
+    """The history of messages as Chatwoot's REST API lists them, read as the gateway reads them
+    (the adapter keeps the JSON objects of the page and reads each)."""
+    messages: list[ChatMessage] = [
+        message
+        for raw in raws
+        if isinstance(raw, Mapping) and (message := read_message(raw)) is not None
+    ]
+    return history_of(messages, **options)
 
 
 def test_the_recorded_conversation_keeps_only_public_turns() -> None:
@@ -61,7 +85,7 @@ def test_non_public_empty_or_malformed_items_are_skipped(message: Any) -> None:
 
 
 def test_a_missing_private_flag_counts_as_public() -> None:
-    turns = history_from_messages([{"message_type": 0, "content": "Hello"}])
+    turns = history_from_messages([{"id": 1, "message_type": 0, "content": "Hello"}])
     assert turns == [ChatTurn("user", "Hello")]
 
 
@@ -88,3 +112,29 @@ def test_a_non_positive_limit_gives_no_history(limit: int) -> None:
 
 def test_no_messages_gives_no_history() -> None:
     assert history_from_messages([]) == []
+
+
+def test_a_message_without_an_integer_id_is_not_read() -> None:
+    assert history_from_messages([{"message_type": 0, "content": "no id"}]) == []
+    assert history_from_messages([item(0, "kept"), {**item(0, "x"), "id": "7"}]) == [
+        ChatTurn("user", "kept")
+    ]
+
+
+def public_reply(message_id: int, **overrides: Any) -> ChatMessage:
+    fields: dict[str, Any] = {
+        "id": message_id,
+        "kind": MessageKind.OUTGOING,
+        "content": "a reply",
+        "private": False,
+        "content_attributes": {},
+    }
+    return ChatMessage(**{**fields, **overrides})
+
+
+def test_a_later_public_reply_that_is_not_ours_answers_the_message() -> None:
+    assert answered_after([public_reply(11)], 10)
+    assert not answered_after([public_reply(10), public_reply(9)], 10)  # not after it
+    assert not answered_after([public_reply(11, private=True)], 10)  # a note
+    assert not answered_after([public_reply(11, kind=MessageKind.INCOMING)], 10)  # the customer
+    assert not answered_after([public_reply(11, content_attributes={JOB_MARKER_KEY: "j"})], 10)

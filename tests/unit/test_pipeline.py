@@ -8,7 +8,6 @@ worker would, then checks what the customer saw in Chatwoot and what the ledger 
 
 from __future__ import annotations
 
-import copy
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,14 +16,15 @@ from typing import Any
 
 import pytest
 
-from app.adapters.chatwoot import ChatwootUnavailable
-from app.adapters.llm import GeneratedReply
 from app.bootstrap import prepare_store
+from app.domain.chatwoot import ChatMessage, MessageKind, RemoteConversation
 from app.domain.events import JOB_MARKER_KEY
 from app.domain.jobs import MAX_ATTEMPTS, JobState
 from app.domain.personas import failure_apology, persona_by_slug
 from app.domain.reply_plan import ReplyPlanner
 from app.domain.rollout import RolloutChange, RolloutState
+from app.ports.chatwoot import ChatwootUnavailable
+from app.ports.replies import GeneratedReply
 from app.services.counters import BufferedCounters
 from app.services.forwarding import Handover
 from app.services.intake import WebhookIntake
@@ -75,34 +75,38 @@ class WorkerCrashed(BaseException):
 
 
 class Chatwoot:
-    """Conversations and their messages, as Chatwoot's REST API shows them to the bot."""
+    """The Chatwoot port as the pipeline uses it: one conversation and its messages."""
 
     def __init__(self) -> None:
-        self.conversation: dict[str, Any] = {
-            "id": CONVERSATION,
-            "status": "pending",
-            "meta": {"sender": {"name": "Tan Wei Ming"}, "assignee_type": None},
-            "custom_attributes": {},
-        }
-        self.messages: list[dict[str, Any]] = []
+        self.status = "pending"
+        self.assignee_type: str | None = None
+        self.custom_attributes: dict[str, Any] = {}
+        self.messages: list[ChatMessage] = []
         self.statuses: list[str] = []
         # What goes wrong with the next posts, in order: an exception raised instead of posting,
         # or ("after", exc): posted, then the answer is lost.
         self.send_failures: list[Any] = []
         self._ids = itertools.count(5000)
 
-    def get_conversation(self, conversation_id: int) -> dict[str, Any]:
+    def get_conversation(self, conversation_id: int) -> RemoteConversation:
         assert conversation_id == CONVERSATION
-        return copy.deepcopy(self.conversation)
+        return RemoteConversation(
+            id=CONVERSATION,
+            inbox_id=1,
+            status=self.status,
+            assignee_type=self.assignee_type,
+            custom_attributes=dict(self.custom_attributes),
+            contact_name="Tan Wei Ming",
+        )
 
-    def list_messages(self, conversation_id: int, **_: Any) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.messages)
+    def list_messages(self, conversation_id: int) -> list[ChatMessage]:
+        return list(self.messages)
 
     def find_message_with_marker(
-        self, conversation_id: int, key: str, value: str, **_: Any
-    ) -> dict[str, Any] | None:
-        found = [m for m in self.messages if m["content_attributes"].get(key) == value]
-        return copy.deepcopy(found[-1]) if found else None
+        self, conversation_id: int, key: str, value: str
+    ) -> ChatMessage | None:
+        found = [m for m in self.messages if m.content_attributes.get(key) == value]
+        return found[-1] if found else None
 
     def send_message(
         self,
@@ -111,31 +115,31 @@ class Chatwoot:
         *,
         private: bool = False,
         content_attributes: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> ChatMessage:
         failure = self.send_failures.pop(0) if self.send_failures else None
         if isinstance(failure, BaseException):
             raise failure
-        message = {
-            "id": next(self._ids),
-            "content": content,
-            "message_type": 1,
-            "private": private,
-            "content_attributes": dict(content_attributes or {}),
-        }
+        message = ChatMessage(
+            id=next(self._ids),
+            kind=MessageKind.OUTGOING,
+            content=content,
+            private=private,
+            content_attributes=dict(content_attributes or {}),
+        )
         self.messages.append(message)
         if failure is not None:
             raise failure[1]
-        return copy.deepcopy(message)
+        return message
 
     def merge_custom_attributes(self, conversation_id: int, changes: Mapping[str, Any]) -> None:
-        self.conversation["custom_attributes"].update(changes)
+        self.custom_attributes.update(changes)
 
     def toggle_status(self, conversation_id: int, status: str) -> None:
         self.statuses.append(status)
-        self.conversation["status"] = status
+        self.status = status
 
-    def public_replies(self) -> list[str]:
-        return [m["content"] for m in self.messages if not m["private"]]
+    def public_replies(self) -> list[str | None]:
+        return [m.content for m in self.messages if not m.private]
 
 
 class Generator:
@@ -192,8 +196,8 @@ class System:
     def pipeline(self, worker: str = "worker-1") -> ReplyPipeline:
         return ReplyPipeline(
             store=self.store,
-            chatwoot=self.chatwoot,  # type: ignore[arg-type]
-            generator=self.generator,  # type: ignore[arg-type]
+            chatwoot=self.chatwoot,
+            generator=self.generator,
             queue=self.queue,
             rollout=self.rollout,
             settings=PipelineSettings(response_delay_scale=1.0, send_rate_per_s=100.0),
@@ -258,7 +262,7 @@ def test_a_customer_message_gets_one_reply_after_its_human_like_delay(system: Sy
     assert system.chatwoot.public_replies() == ["reply 1"]
     job = system.store.get_job(job_id)
     assert job is not None and job.state is JobState.SENT
-    assert system.chatwoot.messages[0]["content_attributes"] == {JOB_MARKER_KEY: job_id}
+    assert system.chatwoot.messages[0].content_attributes == {JOB_MARKER_KEY: job_id}
 
 
 def test_a_failed_send_is_retried_with_backoff_and_answered_once(system: System) -> None:
@@ -288,12 +292,10 @@ def test_after_the_last_attempt_the_customer_gets_an_apology_and_a_human(
     assert job is not None and job.state is JobState.FAILED
     persona = persona_by_slug(job.broker_id or "")
     assert system.chatwoot.public_replies() == [failure_apology(persona)]
-    [note] = [m for m in system.chatwoot.messages if m["private"]]
-    assert "Human specialist requested: ai failure" in note["content"]
+    [note] = [m for m in system.chatwoot.messages if m.private]
+    assert "Human specialist requested: ai failure" in (note.content or "")
     assert system.chatwoot.statuses == ["open"]
-    assert system.chatwoot.conversation["custom_attributes"]["broker_status"] == (
-        "handoff_requested"
-    )
+    assert system.chatwoot.custom_attributes["broker_status"] == "handoff_requested"
 
 
 def test_a_post_whose_answer_was_lost_is_not_posted_again(system: System) -> None:
@@ -303,7 +305,7 @@ def test_a_post_whose_answer_was_lost_is_not_posted_again(system: System) -> Non
     assert system.chatwoot.public_replies() == ["reply 1"]  # found by its marker on the retry
     job = system.store.get_job(job_id)
     assert job is not None and job.state is JobState.SENT
-    assert job.reply_message_id == system.chatwoot.messages[0]["id"]
+    assert job.reply_message_id == system.chatwoot.messages[0].id
 
 
 def test_a_worker_that_dies_between_the_post_and_the_finish_causes_no_second_post(
@@ -341,7 +343,7 @@ def test_a_burst_of_messages_gets_one_reply_to_all_of_them(system: System) -> No
 
 def test_a_human_who_takes_the_conversation_first_gets_it_alone(system: System) -> None:
     job_id = system.customer_says("Can I speak to someone about my loan?")
-    system.chatwoot.conversation["meta"]["assignee_type"] = "User"  # an agent assigned themself
+    system.chatwoot.assignee_type = "User"  # an agent assigned themself
     system.run_queue()
     assert system.chatwoot.messages == []
     assert system.generator.calls == []

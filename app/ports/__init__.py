@@ -1,7 +1,6 @@
-"""The ports the services use to reach what runs elsewhere, implemented by the adapters.
-
-The store's port is app/store/base.py (with its models); Chatwoot and the reply generator are
-still reached through their adapters' classes.
+"""The ports the services use to reach what runs elsewhere, implemented by the adapters: the
+queue here, Chatwoot (chatwoot.py), the reply generator (replies.py), the legacy n8n workflow
+(n8n.py) and the intake buffer (intake_buffer.py). The store's port is app/store/base.py.
 """
 
 from __future__ import annotations

@@ -34,7 +34,14 @@ from app.adapters.redis_intake import Claimed, RedisIntake
 from app.bootstrap import Services, build_services, prepare_store
 from app.config import Settings
 from app.domain.circuit import Circuit, CircuitPosition
-from app.domain.health import BACKLOG_WARNING, PipelineHealth, guard_verdict, recommendations
+from app.domain.health import (
+    BACKLOG_WARNING,
+    PipelineHealth,
+    ThresholdBreach,
+    guard_verdict,
+    recommendations,
+    unguarded_breaches,
+)
 from app.domain.jobs import JobState
 from app.domain.rollout import RolloutChange, RolloutState, describe
 from app.logs import configure_logging
@@ -381,8 +388,15 @@ def alerts(current: Status, brokers: Sequence[BrokerRow] = ()) -> list[Alert]:
             )
         )
     health = current.health
+    breaches = unguarded_breaches(current.rollout.guard, health)
+    found.extend(_breach_alert(breach) for breach in breaches)
     worrying = current.rollout.guard.max_failure_rate / 2
-    if health.failed >= 3 and health.failure_rate >= worrying and not current.guard_verdict:
+    if (
+        health.failed >= 3
+        and health.failure_rate >= worrying
+        and not current.guard_verdict
+        and not any(b.metric == "failure" for b in breaches)
+    ):
         found.append(
             Alert(
                 "warning",
@@ -403,6 +417,23 @@ def alerts(current: Status, brokers: Sequence[BrokerRow] = ()) -> list[Alert]:
             )
         )
     return sorted(found, key=lambda alert: _LEVEL_ORDER[alert.level])  # stable: rules' order
+
+
+_BREACH_ADVICE = {
+    "failure": "see failed jobs on the Jobs page before routing more traffic.",
+    "fallback": "the LLM is failing or refusing; check OPENAI_API_KEY and the provider's status "
+    "before routing more traffic.",
+}
+
+
+def _breach_alert(breach: ThresholdBreach) -> Alert:
+    return Alert(
+        "warning",
+        f"{breach.metric.capitalize()} rate {breach.rate:.0%} over {breach.replies:,} "
+        f"repl{'y' if breach.replies == 1 else 'ies'}",
+        f"Above the guard's {breach.threshold:.0%} threshold, but {breach.reason}: "
+        + _BREACH_ADVICE[breach.metric],
+    )
 
 
 def parked_alerts(parked: ParkedIntake | None) -> list[Alert]:

@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 from pandas.io.formats.style import Styler
 
+from app.domain.rollout import RolloutState
 from console.data import Alert
 
 DIALOG_KEY = "console_dialog"
@@ -138,6 +139,20 @@ def clock(timestamp: float | None, tz: dt.tzinfo, *, date: bool = True) -> str:
         return "—"
     moment = dt.datetime.fromtimestamp(timestamp, tz)
     return moment.strftime("%d %b %H:%M:%S" if date else "%H:%M:%S")
+
+
+def last_change(state: RolloutState, now: float, tz: dt.tzinfo) -> str:
+    """Who changed the rollout last and when; a state no one has changed says so, rather than
+    'changed 20,790 days ago' from a zero timestamp."""
+    if not state.updated_at:
+        return (
+            "Never changed here: these are the start-up settings (ROLLOUT_PERCENTAGE, "
+            "ROLLOUT_SHADOW)."
+        )
+    return (
+        f"Last changed by {state.updated_by} {ago(state.updated_at, now)} "
+        f"({clock(state.updated_at, tz)})"
+    )
 
 
 def tz_label(tz: dt.tzinfo) -> str:

@@ -55,6 +55,44 @@ def guard_verdict(guard: GuardThresholds, health: PipelineHealth) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ThresholdBreach:
+    """A rate above its guard threshold that the guard will not act on (yet)."""
+
+    metric: str  # "failure" or "fallback"
+    rate: float
+    threshold: float
+    replies: int  # what the rate is over
+    reason: str  # why the guard does not act
+
+
+def unguarded_breaches(guard: GuardThresholds, health: PipelineHealth) -> list[ThresholdBreach]:
+    """Rates over the guard's thresholds where `guard_verdict` says nothing: too few replies
+    for it to act, or the guard is off. Not evidence enough to roll back, but never all clear:
+    three fallbacks out of three is what an LLM outage looks like in its first minute."""
+    if health.finished == 0 or (guard.enabled and health.finished >= guard.min_sample):
+        return []
+    reason = (
+        "the guard is off"
+        if not guard.enabled
+        else f"too few replies for the guard to act (it needs {guard.min_sample})"
+    )
+    found: list[ThresholdBreach] = []
+    if health.failure_rate > guard.max_failure_rate:
+        found.append(
+            ThresholdBreach(
+                "failure", health.failure_rate, guard.max_failure_rate, health.finished, reason
+            )
+        )
+    if health.sent and health.fallback_rate > guard.max_fallback_rate:
+        found.append(
+            ThresholdBreach(
+                "fallback", health.fallback_rate, guard.max_fallback_rate, health.sent, reason
+            )
+        )
+    return found
+
+
 BACKLOG_WARNING = 20
 NEXT_STEPS = (0, 10, 25, 50, 75, 90, 100)
 

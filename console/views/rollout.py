@@ -158,10 +158,7 @@ with st.grid(5, gap="small", min_column_width=150):
         help="Open: forwards to n8n keep failing, so the new pipeline answers instead.",
     )
 st.info(current.description, icon=":material/info:")
-st.caption(
-    f"Last changed by {state.updated_by} {widgets.ago(state.updated_at, now)} "
-    f"({widgets.clock(state.updated_at, tz)})"
-)
+st.caption(widgets.last_change(state, now, tz))
 if current.recommendations:
     st.markdown("**Next steps**\n" + "\n".join(f"- {r}" for r in current.recommendations))
 

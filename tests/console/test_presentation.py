@@ -180,3 +180,30 @@ def test_chart_builders_return_figures() -> None:
     assert all(isinstance(f, go.Figure) and f.data for f in figures)
     heat = figures[3].data[0]
     assert heat.z[0][0] == 1.0  # full
+
+
+def test_rates_over_a_threshold_are_never_all_clear_whatever_the_sample() -> None:
+    outage = PipelineHealth(600, 3, 0, 3, 3, 5.0, 9.0, 0, 1)  # three replies, all fallbacks
+    [alert] = data.alerts(status(health=outage))
+    assert (alert.level, alert.title) == ("warning", "Fallback rate 100% over 3 replies")
+    assert "too few replies for the guard to act (it needs 20)" in alert.detail
+    assert "OPENAI_API_KEY" in alert.detail
+    guard_off = replace(RolloutState(percentage=50).guard, enabled=False)
+    failing = PipelineHealth(600, 200, 30, 170, 0, 5.0, 9.0, 0, 1)
+    found = data.alerts(
+        status(health=failing, rollout=RolloutState(percentage=50, guard=guard_off))
+    )
+    assert titles(found) == [("warning", "Failure rate 15% over 200 replies")]
+    assert "the guard is off" in found[0].detail
+    # From min_sample on, with the guard on, the guard's own verdict speaks instead.
+    assert data.alerts(status(health=replace(outage, finished=20, sent=20, fallbacks=20))) == []
+
+
+def test_a_rollout_no_one_changed_says_so_instead_of_decades_ago() -> None:
+    utc = dt.UTC
+    never = widgets.last_change(RolloutState(), NOW, utc)
+    assert "Never changed here" in never and "ago" not in never
+    changed = RolloutState(updated_at=NOW - 120, updated_by="console:Wei Ling")
+    assert widgets.last_change(changed, NOW, utc).startswith(
+        "Last changed by console:Wei Ling 2 min"
+    )

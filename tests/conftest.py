@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -18,15 +19,26 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+REPORTED = "reported line"
+
+
 @pytest.fixture
 def report(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """A line on the terminal, past output capture: the figures a test prints."""
-    plugins = request.config.pluginmanager
-    reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
+    """A line on the terminal, past output capture: the figures a test prints. The lines travel
+    with the test's report, so they reach the terminal from xdist workers too (which have none);
+    they appear when the test ends."""
 
     def write(line: str) -> None:
-        if reporter is not None and capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line(line)
+        request.node.user_properties.append((REPORTED, line))
 
     return write
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # In the process that owns the terminal: the run itself, or xdist's controller.
+    if report.when != "teardown":
+        return
+    lines = [str(value) for name, value in report.user_properties if name == REPORTED]
+    if lines:
+        sys.stdout.write("\n" + "\n".join(lines) + "\n")
+        sys.stdout.flush()

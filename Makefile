@@ -27,11 +27,12 @@ lint: $(STAMP)
 chromium:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-# Two workers for the tests that start no system of their own; the end-to-end tests, which start
-# processes and hold timing targets, run alone after them.
+# Three workers for the tests that start no system of their own, and for the end-to-end test that
+# mostly waits on retry back-off (long_wait); the other end-to-end tests, which hold timing
+# targets, run alone after them.
 test: lint chromium
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -n 2 -m "not e2e and not real_n8n"
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -m "e2e and not real_n8n"
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -n 3 -m "(not e2e or long_wait) and not real_n8n"
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -m "e2e and not long_wait and not real_n8n"
 
 # The pinned real n8n (and the Node it needs) from npm, into a cache outside the repository.
 n8n:

@@ -20,7 +20,9 @@ from app.sandbox.llm import LLMSandbox
 from tests.support.redis_server import RedisServer
 from tests.support.system import WEBHOOK_SECRET, RunningSystem, free_port, system_env, wait_until
 
-pytestmark = pytest.mark.e2e
+# Most of its minutes are retry back-off (up to 60 s per attempt) with the machine idle, so it runs
+# beside the tests that start no system instead of alone (Makefile, test).
+pytestmark = [pytest.mark.e2e, pytest.mark.long_wait]
 
 MESSAGES = 300
 

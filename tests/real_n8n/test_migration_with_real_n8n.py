@@ -24,7 +24,11 @@ pytestmark = pytest.mark.real_n8n
 
 WEBHOOK_PATH = REFERENCE_PATH
 # Probes every 2 s while n8n restarts, so that some meet its start-up window.
-SYSTEM_ENV = {"N8N_CIRCUIT_COOLDOWN_S": "2"}
+# N8N_TIMEOUT_S as in production (3 s), not the sandbox tests' 2 s: the real n8n on this 2-core
+# machine sometimes takes over 2 s to acknowledge a webhook, and a forward that times out is
+# ambiguous (n8n may still answer it while the new pipeline, with no human-like delay here,
+# already has): a known gap, see docs/migration.md, Limits worth knowing.
+SYSTEM_ENV = {"N8N_CIRCUIT_COOLDOWN_S": "2", "N8N_TIMEOUT_S": "3"}
 
 
 @pytest.fixture(autouse=True)

@@ -36,6 +36,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from app.domain.numbers import whole_number
+
 LOAN_TYPES = ("new_purchase", "refinance", "commercial")
 PROPERTY_CATEGORIES = ("hdb", "ec", "private", "landed", "commercial")
 EMPLOYMENT_TYPES = ("employed", "self_employed", "contract", "unemployed", "retired")
@@ -207,7 +209,7 @@ def _incomes(value: object) -> tuple[float, ...]:
 def _ages(value: object) -> tuple[int, ...]:
     ages = []
     for position, item in enumerate(_applicant_list(value), start=1):
-        age = _whole_number(item)
+        age = whole_number(item)
         if age is None:
             raise _Invalid(f"entry {position} must be a whole number (age in years)")
         if not MIN_AGE <= age <= MAX_AGE:
@@ -219,7 +221,7 @@ def _ages(value: object) -> tuple[int, ...]:
 def _optional_score(value: object) -> int | None:
     if value is None:
         return None
-    score = _whole_number(value)
+    score = whole_number(value)
     if score is None or not 0 <= score <= MAX_LEAD_SCORE:
         raise _Invalid(f"must be a whole number from 0 to {MAX_LEAD_SCORE}")
     return score
@@ -243,17 +245,6 @@ def _finite_number(value: object) -> float | None:
     except OverflowError:  # an int too large for a float
         return None
     return number if math.isfinite(number) else None
-
-
-def _whole_number(value: object) -> int | None:
-    """An int, or a float with no fraction (JavaScript has only one number type)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
 
 
 def score_lead(form: LeadForm) -> int:
@@ -359,7 +350,7 @@ class LeadProfile:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> LeadProfile:
         """Read a stored profile; missing or mistyped keys fall back to "unknown"."""
-        score = _whole_number(data.get("lead_score"))
+        score = whole_number(data.get("lead_score"))
         return cls(
             name=_str_or_none(data.get("name")) or "",
             lead_score=max(0, min(100, score)) if score is not None else 0,

@@ -89,7 +89,7 @@ class Operations:
         if not moved:
             return ActionResult(False, "Nothing is parked: there was nothing to put back.")
         messages = f"{moved:,} message{'s' if moved != 1 else ''}"
-        self._audit(actor, "replay_intake", f"{PARKED_TARGET} ({messages})", reason, None)
+        self._audit(actor, "replay_intake", f"{PARKED_TARGET} ({messages})", reason, self._clock())
         return ActionResult(
             True,
             f"{moved:,} parked message{'s' if moved != 1 else ''} back in the intake buffer: "
@@ -120,9 +120,8 @@ class Operations:
     def set_paused(self, *, actor: str, paused: bool, reason: str) -> RolloutState:
         return self._rollout.set_paused(paused, actor=actor, reason=reason)
 
-    def _audit(self, actor: str, action: str, target: str, reason: str, now: float | None) -> None:
-        at = self._clock() if now is None else now
+    def _audit(self, actor: str, action: str, target: str, reason: str, now: float) -> None:
         self._analytics.record_operator_action(
-            actor=actor, action=action, target=target, reason=reason, now=at
+            actor=actor, action=action, target=target, reason=reason, now=now
         )
         log.warning("%s: %s %s (%s)", actor, action, target, reason)

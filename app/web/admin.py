@@ -12,6 +12,7 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from app.domain.health import recommendations
+from app.domain.numbers import whole_number
 from app.domain.rollout import (
     MAX_ACTOR_CHARS,
     MAX_REASON_CHARS,
@@ -51,7 +52,7 @@ def set_rollout() -> ResponseReturnValue:
     errors: list[dict[str, str]] = []
     reason = _reason(body, errors)
     actor = _actor(body, errors)
-    percentage = _whole_number(body.get("percentage"))
+    percentage = whole_number(body.get("percentage"))
     # Present means a number: `null` would pass as "no change" and still write an audit row.
     if "percentage" in body and (percentage is None or not 0 <= percentage <= 100):
         errors.append({"field": "percentage", "message": "must be a whole number from 0 to 100"})
@@ -180,17 +181,6 @@ def _reason(body: dict[str, Any], errors: list[dict[str, str]]) -> str:
     if len(reason) > MAX_REASON_CHARS:
         errors.append({"field": "reason", "message": f"at most {MAX_REASON_CHARS} characters"})
     return reason.strip()
-
-
-def _whole_number(value: object) -> int | None:
-    """An integer, or a float with nothing after the point (JSON Schema's "integer")."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
 
 
 def _actor(body: dict[str, Any], errors: list[dict[str, str]]) -> str:
